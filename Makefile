@@ -1,0 +1,32 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN = $(VENV)/bin
+# Keep the config in one place: the server command reads AISYSTANT_INI.
+export AISYSTANT_INI ?= development.ini
+
+.PHONY: install run test bench simulator clean
+
+$(BIN)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+run: install
+	$(BIN)/aisystant-server migrate
+	$(BIN)/aisystant-server serve
+
+test: install
+	$(BIN)/python -m pytest
+
+simulator: install
+	$(BIN)/aisystant-server simulator
+
+bench: install
+	$(BIN)/python bench/replies.py
+
+clean:
+	rm -rf $(VENV) data *.egg-info

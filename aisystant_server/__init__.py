@@ -1,0 +1,26 @@
+"""AiSystant's service: REST API, reply workers and real-time events.
+
+This module stays free of heavy imports: `aisystant-server serve` and `worker` must
+monkey-patch with gevent before anything imports sockets, threads or ssl.
+"""
+
+from importlib.metadata import version as _version
+
+__version__ = _version("aisystant")
+
+
+def main(global_config, **settings):
+    """The WSGI app (the `paste.app_factory` that `pserve` and the server command load)."""
+    from pyramid.config import Configurator
+
+    with Configurator(settings=settings) as config:
+        config.include(".settings")  # environment overrides, production refuses weak secrets
+        config.include(".i18n")  # French by default, English on Accept-Language
+        config.include(".db")  # engine, request.db joined to pyramid_tm, pyramid_retry
+        config.include(".redis_connection")  # request.redis: Redis, or in-process when embedded
+        config.include(".security")  # JWT inside a Pyramid 2 security policy, revocation
+        config.include(".http")  # security headers, CORS, request body cap
+        config.include(".ratelimit")  # /api rate limit in Redis
+        config.include(".errors")  # the one JSON error envelope, from exception views
+        config.include(".views")  # routes, traversal roots and views
+    return config.make_wsgi_app()

@@ -1,0 +1,152 @@
+"""The OpenAPI 3.1 description of the API, served at /api/openapi.json.
+
+Written by hand as data, next to nothing else: the functional tests check that every
+route of the app appears here and that real responses validate against these schemas,
+so this document cannot drift from the code unnoticed.
+"""
+
+from aisystant_server import __version__
+
+TIMESTAMP = {"type": "string", "format": "date-time"}
+NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
+
+
+def ref(name):
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(properties, required=None):
+    return {"type": "object", "properties": properties,
+            "required": list(properties) if required is None else required}
+
+
+SCHEMAS = {
+    "User": obj({
+        "id": {"type": "integer"}, "username": {"type": "string"}, "email": {"type": "string"},
+        "avatar_url": {"type": ["string", "null"]}, "role": {"enum": ["user", "admin"]},
+    }),
+    "Profile": {"allOf": [ref("User"), obj({"created_at": NULLABLE_TIMESTAMP})]},
+    "Conversation": obj({
+        "id": {"type": "integer"}, "user_id": {"type": ["integer", "null"]},
+        "title": {"type": ["string", "null"]}, "created_at": NULLABLE_TIMESTAMP, "updated_at": NULLABLE_TIMESTAMP,
+    }),
+    "ConversationSummary": {"allOf": [ref("Conversation"), obj({
+        "message_count": {"type": "integer", "minimum": 0}, "last_message_at": NULLABLE_TIMESTAMP,
+    })]},
+    "Message": obj({
+        "id": {"type": "integer"}, "conversation_id": {"type": "integer"},
+        "user_id": {"type": ["integer", "null"]}, "role": {"enum": ["user", "assistant", "system"]},
+        "content": {"type": "string"},
+        "status": {"enum": ["pending", "streaming", "complete", "error", "cancelled"]},
+        "metadata": {"type": ["object", "null"], "description":
+                     "assistant replies: model, stop_reason, usage {input_tokens, output_tokens}, ttft_ms, duration_ms"},
+        "created_at": NULLABLE_TIMESTAMP,
+    }),
+    "Error": obj({
+        "success": {"const": False}, "message": {"type": "string"},
+        "code": {"type": "string", "pattern": "^[a-z_]+$"},
+        "details": {"type": "object"},
+    }, required=["success", "message", "code"]),
+    "Auth": obj({"user": ref("User"), "token": {"type": "string"}}),
+}
+
+
+def success(data=None, meta=None):
+    properties = {"success": {"const": True}, "message": {"type": "string"}}
+    required = ["success"]
+    if data is not None:
+        properties["data"] = data
+        required.append("data")
+    if meta is not None:
+        properties["meta"] = meta
+        required.append("meta")
+    return obj(properties, required)
+
+
+def json_response(description, schema):
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERROR = json_response("Error envelope", ref("Error"))
+ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+
+
+def body(properties, required):
+    return {"required": True, "content": {"application/json": {"schema": obj(properties, required)}}}
+
+
+def operation(summary, responses, secured=True, **extra):
+    result = {"summary": summary, "responses": {**responses, "default": ERROR}, **extra}
+    if secured:
+        result["security"] = [{"bearer": []}]
+    return result
+
+
+def paths():
+    conversation_data = success(ref("Conversation"))
+    return {
+        "/": {"get": operation("Service name, version and entry points", {
+            "200": json_response("Service", obj({"success": {"const": True}, "message": {"type": "string"},
+                                                  "endpoints": {"type": "object"}}))}, secured=False)},
+        "/api/health": {"get": operation("State of the database and Redis; 503 when one is down", {
+            "200": json_response("Healthy", success(obj({
+                "status": {"type": "string"}, "database": {"type": "string"}, "redis": {"type": "string"},
+            }, required=["status", "database", "redis"]))),
+            "503": ERROR}, secured=False)},
+        "/api/openapi.json": {"get": operation("This document", {
+            "200": json_response("OpenAPI 3.1", {"type": "object"})}, secured=False)},
+        "/api/auth/register": {"post": operation("Create an account", {
+            "201": json_response("Registered", success(ref("Auth")))}, secured=False,
+            requestBody=body({"username": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{3,50}$"},
+                              "email": {"type": "string", "maxLength": 100},
+                              "password": {"type": "string", "minLength": 8},
+                              "avatar_url": {"type": ["string", "null"], "maxLength": 255}},
+                             ["username", "email", "password"]))},
+        "/api/auth/login": {"post": operation("Log in; 429 after repeated failures", {
+            "200": json_response("Logged in", success(ref("Auth")))}, secured=False,
+            requestBody=body({"email": {"type": "string"}, "password": {"type": "string"}},
+                             ["email", "password"]))},
+        "/api/auth/me": {"get": operation("The caller's profile", {
+            "200": json_response("Profile", success(ref("Profile")))})},
+        "/api/auth/logout": {"post": operation("Revoke the caller's token", {
+            "200": json_response("Logged out", success())})},
+        "/api/chat/conversations": {
+            "get": operation("The caller's conversations, most recently active first", {
+                "200": json_response("A page", success(
+                    {"type": "array", "items": ref("ConversationSummary")},
+                    obj({"next_cursor": {"type": ["string", "null"]}})))},
+                parameters=[
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}}]),
+            "post": operation("Create a conversation", {"201": json_response("Created", conversation_data)},
+                              requestBody=body({"title": {"type": "string", "maxLength": 255}}, [])),
+        },
+        "/api/chat/conversations/{id}": {
+            "parameters": [ID],
+            "get": operation("A conversation and its newest messages, in ascending order", {
+                "200": json_response("Conversation", success(
+                    obj({"conversation": ref("Conversation"), "messages": {"type": "array", "items": ref("Message")}}),
+                    obj({"next_before": {"type": ["integer", "null"]}})))},
+                parameters=[
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1}}]),
+            "put": operation("Rename a conversation", {"200": json_response("Renamed", conversation_data)},
+                             requestBody=body({"title": {"type": "string", "maxLength": 255}}, ["title"])),
+            "delete": operation("Delete a conversation and its messages", {
+                "200": json_response("Deleted", success())}),
+        },
+    }
+
+
+def openapi_document(server_url):
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "AiSystant API", "version": __version__,
+                 "description": "An AI assistant for DevOps and SRE. Every response is a JSON envelope."},
+        "servers": [{"url": server_url}],
+        "paths": paths(),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }

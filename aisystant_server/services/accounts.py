@@ -1,0 +1,47 @@
+"""Accounts: registration and password checks. Services flush, never commit."""
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from aisystant_server.errors import Conflict
+from aisystant_server.i18n import Msg
+from aisystant_server.models import User
+from aisystant_server.security import hash_password, verify_password
+
+
+def find_by_email(db, email):
+    return db.scalars(sa.select(User).where(sa.func.lower(User.email) == email.lower())).first()
+
+
+def register(db, *, username, email, password, avatar_url=None):
+    """A new user; `Conflict` naming the field when the email or username is taken."""
+    _raise_if_taken(db, username, email)
+    user = User(username=username, email=email, password=hash_password(password), avatar_url=avatar_url)
+    try:
+        # A savepoint, so a concurrent registration that wins the race leaves this
+        # request's transaction usable for the 409.
+        with db.begin_nested():
+            db.add(user)
+    except IntegrityError:
+        _raise_if_taken(db, username, email)
+        raise
+    return user
+
+
+def _raise_if_taken(db, username, email):
+    if find_by_email(db, email) is not None:
+        raise Conflict(details={"email": Msg("field_email_taken")})
+    taken = db.scalar(sa.select(User.id).where(sa.func.lower(User.username) == username.lower()))
+    if taken is not None:
+        raise Conflict(details={"username": Msg("field_username_taken")})
+
+
+def authenticate(db, email, password):
+    """The user if the password is right, else None; upgrades an old hash on success."""
+    user = find_by_email(db, email)
+    valid, new_hash = verify_password(password, user.password if user else None)
+    if not valid:
+        return None
+    if new_hash:
+        user.password = new_hash
+    return user

@@ -1,0 +1,75 @@
+"""Turns a request body or query string into validated data, or a 4xx in the envelope.
+
+Every JSON body goes through `validate_json`: content type, UTF-8, JSON syntax, an
+object at the top, no NUL byte or lone surrogate anywhere (PostgreSQL cannot store the
+first, UTF-8 cannot encode the second), then the colander schema.
+"""
+
+import json
+
+import colander
+
+from aisystant_server.errors import UnsupportedMediaType, ValidationFailed
+from aisystant_server.i18n import Msg
+
+
+def validate_json(schema, request):
+    body = request.body
+    if not body.strip():
+        data = {}
+    else:
+        if request.content_type not in ("application/json", ""):
+            raise UnsupportedMediaType()
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ValidationFailed(Msg("invalid_json")) from None
+    if not isinstance(data, dict):
+        raise ValidationFailed(Msg("json_object_expected"))
+    bad = _first_bad_string(data)
+    if bad is not None:
+        raise ValidationFailed(details={bad: Msg("field_bad_characters")})
+    return deserialize(schema, data)
+
+
+def validate_query(schema, request):
+    return deserialize(schema, {key: value for key, value in request.GET.items()})
+
+
+def deserialize(schema, data):
+    try:
+        return schema.deserialize(data)
+    except colander.Invalid as invalid:
+        raise ValidationFailed(details=_field_messages(invalid)) from None
+
+
+def _field_messages(invalid):
+    # colander.Invalid.asdict() joins messages as translated text; keep the first
+    # untranslated message per field so it can follow the request's language.
+    messages = {}
+    for path in invalid.paths():
+        node = path[-1]
+        field = ".".join(error.node.name for error in path if error.node.name) or "body"
+        if node.msg is not None and field not in messages:
+            messages[field] = node.msg[0] if isinstance(node.msg, list) else node.msg
+    return messages
+
+
+def _first_bad_string(value, path="body"):
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _first_bad_string(key, path) or _first_bad_string(item, key if path == "body" else f"{path}.{key}")
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_bad_string(item, f"{path}.{index}")
+            if found:
+                return found
+    return None

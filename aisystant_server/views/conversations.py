@@ -1,0 +1,58 @@
+from aisystant_server import present
+from aisystant_server.i18n import Msg
+from aisystant_server.permissions import Permission
+from aisystant_server.resources import ConversationContext, ConversationsRoot
+from aisystant_server.schemas.conversations import (
+    ConversationQuery,
+    CreateConversationSchema,
+    ListConversationsQuery,
+    RenameConversationSchema,
+)
+from aisystant_server.services import conversations
+from aisystant_server.validation import validate_json, validate_query
+from aisystant_server.views import api_view, ok
+
+
+@api_view(route_name="conversations", context=ConversationsRoot, request_method="POST",
+          permission=Permission.CONVERSATION_CREATE)
+def create(context, request):
+    data = validate_json(CreateConversationSchema(), request)
+    conversation = conversations.create(request.db, request.identity, data["title"])
+    return ok(request, present.conversation(conversation), status=201)
+
+
+@api_view(route_name="conversations", context=ConversationsRoot, request_method="GET",
+          permission=Permission.CONVERSATION_LIST)
+def list_(context, request):
+    query = validate_query(ListConversationsQuery(), request)
+    rows, next_cursor = conversations.list_for_user(request.db, request.identity.id, query["limit"], query["cursor"])
+    return ok(request, [present.conversation_summary(*row) for row in rows], meta={"next_cursor": next_cursor})
+
+
+@api_view(route_name="conversations", context=ConversationContext, request_method="GET",
+          permission=Permission.CONVERSATION_READ)
+def get(context, request):
+    query = validate_query(ConversationQuery(), request)
+    messages, next_before = conversations.messages_page(request.db, context.conversation.id,
+                                                        query["limit"], query["before"])
+    return ok(
+        request,
+        {"conversation": present.conversation(context.conversation),
+         "messages": [present.message(message) for message in messages]},
+        meta={"next_before": next_before},
+    )
+
+
+@api_view(route_name="conversations", context=ConversationContext, request_method="PUT",
+          permission=Permission.CONVERSATION_UPDATE)
+def rename(context, request):
+    data = validate_json(RenameConversationSchema(), request)
+    conversation = conversations.rename(request.db, context.conversation, data["title"])
+    return ok(request, present.conversation(conversation))
+
+
+@api_view(route_name="conversations", context=ConversationContext, request_method="DELETE",
+          permission=Permission.CONVERSATION_DELETE)
+def delete(context, request):
+    conversations.delete(request.db, context.conversation)
+    return ok(request, message=Msg("conversation_deleted"))
