@@ -6,6 +6,7 @@ client would see a network error instead of our message). The body cap sits belo
 them, so a body over the cap gets the envelope like any other error.
 """
 
+from pyramid.response import Response
 from pyramid.tweens import EXCVIEW
 
 from aisystant_server.errors import PayloadTooLarge
@@ -30,8 +31,9 @@ def edge_tween_factory(handler, registry):
         origin = request.headers.get("Origin")
         allowed = origin is not None and ("*" in origins or origin in origins)
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            response = request.response
-            response.status_int = 204 if allowed else 403
+            # A preflight: without the allow headers below, the browser blocks the call.
+            response = Response(status=204)
+            del response.content_type
             if allowed:
                 response.headers["Access-Control-Allow-Methods"] = CORS_METHODS
                 response.headers["Access-Control-Allow-Headers"] = CORS_HEADERS

@@ -80,7 +80,8 @@ class Message(Base):
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    conversation_id: Mapped[int] = mapped_column(sa.ForeignKey("conversations.id", ondelete="CASCADE"))
+    # Nullable as in the original schema, whose rows the upgrade keeps as they are.
+    conversation_id: Mapped[int | None] = mapped_column(sa.ForeignKey("conversations.id", ondelete="CASCADE"))
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="SET NULL"))
     content: Mapped[str] = mapped_column(sa.Text)
     role: Mapped[str] = mapped_column(sa.String(20))

@@ -44,15 +44,30 @@ def _fail(message):
     sys.exit(1)
 
 
+def _existing_config(ini):
+    path = config_path(ini)
+    if not os.path.exists(path):
+        _fail(f"config file {path!r} not found (use --config or AISYSTANT_INI)")
+    return path
+
+
+def _settings(ini):
+    """The settings, or a one-line reason why they cannot be used."""
+    from aisystant_server.settings import SettingsError
+
+    try:
+        return read_settings(_existing_config(ini))
+    except SettingsError as error:
+        _fail(f"cannot start: {error}")
+
+
 def _load(ini):
     """(app, settings), or a one-line reason why the server cannot start."""
     from pyramid.paster import get_app, setup_logging
 
     from aisystant_server.settings import SettingsError
 
-    path = config_path(ini)
-    if not os.path.exists(path):
-        _fail(f"config file {path!r} not found (use --config or AISYSTANT_INI)")
+    path = _existing_config(ini)
     setup_logging(path)
     try:
         app = get_app(path)
@@ -74,13 +89,8 @@ def cli(ctx, ini):
 def migrate(obj):
     """Create or upgrade the database schema (safe to run at every start)."""
     from aisystant_server.migrations import upgrade
-    from aisystant_server.settings import SettingsError
 
-    try:
-        settings = read_settings(obj["ini"])
-    except (SettingsError, FileNotFoundError) as error:
-        _fail(str(error))
-    url = settings["sqlalchemy.url"]
+    url = _settings(obj["ini"])["sqlalchemy.url"]
     upgrade(url)
     click.echo(f"database is up to date ({_safe_url(url)})", err=True)
 

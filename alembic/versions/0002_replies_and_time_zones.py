@@ -82,7 +82,7 @@ def _rename_original_constraints(bind):
 def downgrade():
     with op.batch_alter_table("messages") as batch:
         batch.drop_index("ix_messages_conversation_id_id")
-        batch.drop_constraint("ck_messages_status", type_="check")
+        batch.drop_constraint(op.f("ck_messages_status"), type_="check")
         batch.drop_constraint("uq_messages_reply_to_id", type_="unique")
         batch.drop_constraint("fk_messages_reply_to_id_messages", type_="foreignkey")
         batch.drop_column("updated_at")

@@ -1,0 +1,147 @@
+import io
+
+import pytest
+
+from tests.functional.test_auth import assert_error
+
+
+def test_unknown_route_is_a_json_404(testapp):
+    assert_error(testapp.get("/api/nothing-here", status=404), 404, "not_found")
+    assert_error(testapp.get("/favicon.ico", status=404), 404, "not_found")
+
+
+@pytest.mark.parametrize("method, path", [
+    ("PATCH", "/api/chat/conversations"),
+    ("DELETE", "/api/chat/conversations"),
+    ("GET", "/api/auth/login"),
+    ("PUT", "/api/auth/register"),
+])
+def test_wrong_method_is_a_json_405(testapp, account, method, path):
+    response = testapp.request(path, method=method, headers=account.headers, status=405)
+    assert_error(response, 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe garbage", b'{"a": 1', b"nan"])
+def test_malformed_json_is_a_400(testapp, body):
+    response = testapp.post("/api/auth/register", body, content_type="application/json", status=400)
+    assert_error(response, 400, "validation_failed")
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"text"', b"42", b"null", b"true"])
+def test_json_that_is_not_an_object_is_a_400(testapp, body):
+    response = testapp.post("/api/auth/register", body, content_type="application/json", status=400)
+    assert_error(response, 400, "validation_failed")
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+def test_wrong_content_type_is_a_415(testapp, content_type):
+    response = testapp.post("/api/auth/register", b'{"username": "a"}', content_type=content_type, status=415)
+    assert_error(response, 415, "unsupported_media_type")
+
+
+def test_body_over_the_cap_is_a_413_before_parsing(make_app, account):
+    testapp = make_app(**{"aisystant.max_body_bytes": "2048"})
+    body = b'{"title": "' + b"x" * 4096 + b'"}'
+    response = testapp.post("/api/chat/conversations", body, content_type="application/json",
+                            headers=account.headers, status=413)
+    assert_error(response, 413, "payload_too_large")
+
+
+def test_chunked_body_over_the_cap_is_a_413(make_app):
+    testapp = make_app(**{"aisystant.max_body_bytes": "1024"})
+    body = b'{"username": "' + b"x" * 4096 + b'"}'
+    request = testapp.RequestClass.blank("/api/auth/register", method="POST", content_type="application/json")
+    # As a WSGI server presents a chunked upload: no length, the input ends where the body does.
+    request.environ.pop("CONTENT_LENGTH", None)
+    request.environ.update({"wsgi.input": io.BytesIO(body), "wsgi.input_terminated": True,
+                            "HTTP_TRANSFER_ENCODING": "chunked"})
+    response = testapp.do_request(request, status=413)
+    assert_error(response, 413, "payload_too_large")
+
+
+def test_unexpected_failure_is_a_500_without_internals(make_app, tmp_path, caplog):
+    broken = make_app(**{"sqlalchemy.url": f"sqlite:///{tmp_path}/never-migrated.sqlite3"})
+    response = broken.post_json("/api/auth/register", {"username": "someone", "email": "s@example.com",
+                                                       "password": "long enough"}, status=500)
+    body = assert_error(response, 500, "internal_error")
+    assert set(body) == {"success", "message", "code"}
+    assert "sqlite" not in response.text.lower() and "Traceback" not in response.text
+    assert "no such table" in caplog.text
+
+
+def test_security_headers_on_success_and_error(testapp):
+    for response in (testapp.get("/"), testapp.get("/api/missing", status=404)):
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+@pytest.mark.parametrize("origin", ["http://localhost:3000", "https://ops.example.com"])
+def test_cors_allows_each_configured_origin_on_success_and_error(testapp, origin):
+    for response in (testapp.get("/", headers={"Origin": origin}),
+                     testapp.get("/api/auth/me", headers={"Origin": origin}, status=401)):
+        assert response.headers["Access-Control-Allow-Origin"] == origin
+        assert "Origin" in response.headers["Vary"]
+
+
+def test_cors_ignores_other_origins(testapp):
+    response = testapp.get("/", headers={"Origin": "https://evil.example.net"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_cors_preflight(testapp):
+    response = testapp.options("/api/chat/conversations", headers={
+        "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type"}, status=204)
+    assert "POST" in response.headers["Access-Control-Allow-Methods"]
+    assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+    refused = testapp.options("/api/chat/conversations", headers={
+        "Origin": "https://evil.example.net", "Access-Control-Request-Method": "POST"}, status=204)
+    assert "Access-Control-Allow-Origin" not in refused.headers
+    assert "Access-Control-Allow-Methods" not in refused.headers
+
+
+def test_api_rate_limit_answers_429_in_the_envelope_with_headers(make_app):
+    testapp = make_app(**{"ratelimit.max_requests": "3", "ratelimit.window_ms": "60000"})
+    for remaining in (2, 1, 0):
+        response = testapp.get("/api/auth/me", status=401)
+        assert response.headers["RateLimit-Limit"] == "3"
+        assert response.headers["RateLimit-Remaining"] == str(remaining)
+    response = testapp.get("/api/chat/conversations", status=429)
+    assert_error(response, 429, "rate_limited")
+    assert 0 < int(response.headers["Retry-After"]) <= 60
+    assert int(response.headers["RateLimit-Reset"]) <= 60
+    other_client = testapp.get("/api/auth/me", status=401, extra_environ={"REMOTE_ADDR": "192.0.2.50"})
+    assert other_client.headers["RateLimit-Remaining"] == "2"
+    testapp.get("/api/health", status=200)
+
+
+def test_root_names_the_api_and_its_version(testapp):
+    body = testapp.get("/").json
+    assert body["success"] is True
+    assert body["message"].startswith("AiSystant API v")
+    assert body["endpoints"]["auth"] == "/api/auth"
+
+
+def test_health_reports_database_and_redis(testapp, backend):
+    data = testapp.get("/api/health").json["data"]
+    assert data["database"] == "ok"
+    assert data["redis"] == ("ok" if backend == "postgresql" else "embedded")
+
+
+def test_health_is_503_when_the_database_is_down(make_app):
+    testapp = make_app(**{"sqlalchemy.url": "postgresql+psycopg2://postgres@127.0.0.1:1/none"})
+    response = testapp.get("/api/health", status=503)
+    assert_error(response, 503, "service_unavailable")
+    assert response.json["data"]["database"] == "error"
+
+
+def test_health_is_503_when_redis_is_down(make_app):
+    testapp = make_app(**{"redis.url": "redis://127.0.0.1:1/0"})
+    response = testapp.get("/api/health", status=503)
+    assert response.json["data"]["redis"] == "error"
+
+
+def test_api_keeps_answering_when_redis_rate_limit_is_down(make_app):
+    testapp = make_app(**{"redis.url": "redis://127.0.0.1:1/0"})
+    assert testapp.get("/api/chat/conversations", status=401)

@@ -1,0 +1,26 @@
+import bcrypt
+
+from aisystant_server.security import hash_password, verify_password
+
+
+def test_new_hashes_are_argon2id():
+    assert hash_password("a long password").startswith("$argon2id$")
+
+
+def test_right_and_wrong_passwords():
+    stored = hash_password("a long password")
+    assert verify_password("a long password", stored) == (True, None)
+    assert verify_password("another password", stored) == (False, None)
+
+
+def test_original_bcrypt_hashes_verify_and_ask_for_an_upgrade():
+    legacy = bcrypt.hashpw(b"password123", bcrypt.gensalt(rounds=10)).decode()
+    valid, new_hash = verify_password("password123", legacy)
+    assert valid
+    assert new_hash.startswith("$argon2id$")
+    assert verify_password("password123", new_hash) == (True, None)
+
+
+def test_unknown_account_and_unreadable_hash_never_verify():
+    assert verify_password("anything", None) == (False, None)
+    assert verify_password("anything", "not-a-hash") == (False, None)
