@@ -39,6 +39,20 @@ CATALOG = {
     "conflict": ("Conflit avec l'état actuel de la ressource.", "Conflict with the current state of the resource."),
     "internal_error": ("Erreur interne du serveur.", "Internal server error."),
     "service_unavailable": ("Service temporairement indisponible.", "Service temporarily unavailable."),
+    "llm_failed": (
+        "L'assistant n'a pas pu répondre : le modèle est indisponible ou surchargé. Réessayez dans un instant.",
+        "The assistant could not answer: the model is unavailable or overloaded. Try again in a moment.",
+    ),
+    "llm_not_configured": (
+        "Aucun modèle n'est configuré sur ce serveur (ANTHROPIC_API_KEY) : votre message est enregistré.",
+        "No model is configured on this server (ANTHROPIC_API_KEY): your message was saved.",
+    ),
+    "reply_finished": ("Cette réponse est déjà terminée.", "This reply has already finished."),
+    "not_a_reply": ("Ce message n'est pas une réponse de l'assistant.", "This message is not an assistant reply."),
+    "message_too_long": (
+        "Message trop long : au plus {max} caractères.",
+        "Message too long: at most {max} characters.",
+    ),
     # success
     "registered": ("Inscription réussie.", "Registration successful."),
     "logged_in": ("Connexion réussie.", "Logged in."),

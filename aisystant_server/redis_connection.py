@@ -20,7 +20,10 @@ def make_redis(settings):
     """A client as RQ needs it (bytes, not decoded strings)."""
     global _embedded_server
     if not is_embedded(settings):
-        return redis.Redis.from_url(settings["redis.url"], health_check_interval=30)
+        # redis-py 8 times reads out after 5 s by default: shorter than our blocking
+        # reads (stream waits of 15 s, RQ's dequeue), which would then fail as errors.
+        return redis.Redis.from_url(settings["redis.url"], socket_timeout=60, socket_connect_timeout=5,
+                                    socket_keepalive=True, health_check_interval=30)
     if _embedded_server is None:
         _embedded_server = fakeredis.FakeServer()
     return fakeredis.FakeRedis(server=_embedded_server)

@@ -110,15 +110,83 @@ def serve(obj):
         server.start()
     except OSError as error:
         _fail(f"cannot listen on {address[0]}:{address[1]}: {error.strerror} (set PORT or HOST)")
-    mode = "embedded (in-process Redis)" if not settings["redis.url"] else "distributed (Redis)"
-    click.echo(f"AiSystant API v{_version()} on http://{address[0]}:{server.server_port} "
-               f"- {mode}, database {_safe_url(settings['sqlalchemy.url'])}", err=True)
+    embedded_worker = _start_embedded_worker(app) if not settings["redis.url"] else None
+    mode = "embedded (in-process Redis and worker)" if embedded_worker else "distributed (Redis; run workers)"
+    model = settings["aisystant.model"] if settings["anthropic.api_key"] else "none (set ANTHROPIC_API_KEY)"
+    click.echo(f"AiSystant API v{_version()} on http://{address[0]}:{server.server_port} - {mode}, "
+               f"database {_safe_url(settings['sqlalchemy.url'])}, model {model}", err=True)
     stop = gevent.event.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop.set)
     stop.wait()
     click.echo("stopping", err=True)
     server.stop(timeout=10)
+    if embedded_worker:
+        embedded_worker.stop()
+
+
+def _start_embedded_worker(app):
+    """The embedded default: the same reply jobs, run by a worker inside this process."""
+    import gevent
+
+    from aisystant_server.jobs.context import JobContext, configure
+    from aisystant_server.jobs.queues import QUEUES
+    from aisystant_server.jobs.runtime import runtime
+    from aisystant_server.jobs.worker import create_worker
+    from aisystant_server.llm import make_provider
+
+    registry = app.registry
+    settings = registry.settings
+    context = configure(JobContext(settings, registry["redis"], registry["db.session_factory"],
+                                   make_provider(settings)))
+    runtime(context)
+    worker = create_worker(context.redis, QUEUES, max_jobs=settings["worker.max_jobs"], embedded=True)
+    gevent.spawn(worker.work, logging_level="WARNING")
+    return worker
+
+
+@cli.command()
+@click.option("--concurrency", type=int, default=None, help="Replies in flight at once (default WORKER_CONCURRENCY, 500).")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@click.pass_obj
+def worker(obj, concurrency, burst):
+    """Produce assistant replies from the Redis queues (distributed mode).
+
+    One process holds hundreds of replies in flight (gevent); run more processes, on
+    more machines, to scale. `rq info --url $REDIS_URL` shows them and their queues.
+    """
+    from pyramid.paster import setup_logging
+
+    from aisystant_server.jobs.context import JobContext, configure
+    from aisystant_server.jobs.queues import QUEUES
+    from aisystant_server.jobs.runtime import runtime
+    from aisystant_server.jobs.worker import run_worker
+
+    path = _existing_config(obj["ini"])
+    settings = _settings(path)
+    if not settings["redis.url"]:
+        _fail("REDIS_URL is not set: workers take their jobs from Redis. "
+              "Without Redis, `aisystant-server serve` runs the worker in its own process.")
+    setup_logging(path)
+    context = configure(JobContext.from_settings(settings))
+    if context.provider is None:
+        click.echo("aisystant-server: warning: ANTHROPIC_API_KEY is not set; replies will fail", err=True)
+    runtime(context)
+    run_worker(context.redis, QUEUES, max_jobs=concurrency or settings["worker.max_jobs"], burst=burst)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def simulator(args):
+    """Run the model simulator (NOT a real model): a fake Anthropic Messages API.
+
+    Point the server at it to try AiSystant offline:
+    ANTHROPIC_BASE_URL=http://127.0.0.1:8765 ANTHROPIC_API_KEY=simulator make run.
+    Options: --port (8765), --ttft-ms, --tokens-per-second, --reply-tokens.
+    """
+    from aisystant_server.simulator import main as simulator_main
+
+    sys.exit(simulator_main(list(args)))
 
 
 def _version():

@@ -70,6 +70,16 @@ ENVIRONMENT = {
     "MAX_BODY_BYTES": ("aisystant.max_body_bytes", int, 1024 * 1024),
     "MAX_MESSAGE_CHARS": ("aisystant.max_message_chars", int, 100_000),
     "DATA_DIR": ("aisystant.data_dir", str, "data"),
+    # replies
+    "REPLY_WAIT_SECONDS": ("aisystant.reply_wait_seconds", float, 120.0),
+    "HISTORY_TOKEN_BUDGET": ("aisystant.history_token_budget", int, 24_000),
+    "MAX_OUTPUT_TOKENS": ("aisystant.max_output_tokens", int, 4096),
+    "LLM_IDLE_TIMEOUT_SECONDS": ("llm.idle_timeout_seconds", float, 60.0),
+    "LLM_MAX_RETRIES": ("llm.max_retries", int, 3),
+    "LLM_RETRY_BASE_SECONDS": ("llm.retry_base_seconds", float, 1.0),
+    "WORKER_CONCURRENCY": ("worker.max_jobs", int, 500),
+    "REPLY_LEASE_SECONDS": ("worker.lease_seconds", int, 15),
+    "REAPER_INTERVAL_SECONDS": ("worker.reaper_interval", float, 10.0),
 }
 
 # Keys only the ini sets, with their types.

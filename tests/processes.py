@@ -1,6 +1,7 @@
 """Real processes for tests that cross them: the server, workers, the model simulator."""
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,9 +41,9 @@ class Process:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"{self.args[0]} exited with {self.popen.returncode}:\n{self.output()}")
             try:
-                requests.get(url, timeout=1)
+                requests.get(url, timeout=2)
                 return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.1)
         raise RuntimeError(f"{url} did not answer within {timeout} s:\n{self.output()}")
 
@@ -61,6 +62,20 @@ class Process:
         """SIGKILL the whole process group: no clean-up of any kind runs."""
         os.killpg(self.popen.pid, signal.SIGKILL)
         self.popen.wait()
+
+
+def wait_for_line(process, pattern, timeout=30):
+    """The first match of `pattern` in the process's output (its first group, if any)."""
+    regex = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = regex.search(process.output())
+        if match:
+            return match.group(1) if regex.groups else match.group(0)
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.popen.returncode}:\n{process.output()}")
+        time.sleep(0.05)
+    raise RuntimeError(f"no {pattern!r} within {timeout} s:\n{process.output()}")
 
 
 def server_command(*args):

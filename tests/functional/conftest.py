@@ -9,6 +9,7 @@ another's rows.
 import itertools
 import os
 import shutil
+import sys
 import uuid
 
 import pytest
@@ -19,7 +20,8 @@ import webtest
 from aisystant_server import main
 from aisystant_server.migrations import upgrade
 from aisystant_server.redis_connection import make_redis
-from tests.conftest import POSTGRES_ADMIN_URL, REDIS_TEST_URL
+from tests.conftest import POSTGRES_ADMIN_URL
+from tests.processes import ROOT, Process, free_port, server_command, wait_for_line
 
 TEST_JWT_SECRET = "functional-tests-secret-" + "x" * 40
 _counter = itertools.count()
@@ -71,12 +73,12 @@ def database_url(backend, template_database, tmp_path):
 
 
 @pytest.fixture
-def redis_url(backend):
+def redis_url(backend, redis_databases):
     """The real Redis (a database of its own, emptied) or "" for the in-process one."""
     if backend == "postgresql":
-        connection = redis.Redis.from_url(REDIS_TEST_URL)
+        connection = redis.Redis.from_url(redis_databases[0])
         connection.flushdb()
-        yield REDIS_TEST_URL
+        yield redis_databases[0]
         connection.flushdb()
         connection.close()
     else:
@@ -142,3 +144,87 @@ def account(testapp):
 @pytest.fixture
 def other_account(testapp):
     return register(testapp)
+
+
+# Cross-process fixtures: the simulator, and a running server (plus a worker in the
+# distributed mode) against it.
+
+FAST_FAILURES = {
+    # Small timeouts so that hangs and retries end within seconds in tests.
+    "LLM_IDLE_TIMEOUT_SECONDS": "2", "LLM_MAX_RETRIES": "2", "LLM_RETRY_BASE_SECONDS": "0.05",
+    "REPLY_LEASE_SECONDS": "3", "REAPER_INTERVAL_SECONDS": "1", "REPLY_WAIT_SECONDS": "30",
+}
+
+
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory):
+    log = tmp_path_factory.mktemp("simulator") / "simulator.log"
+    process = Process([sys.executable, "-m", "aisystant_server.simulator", "--port", "0", "--ttft-ms", "30",
+                       "--tokens-per-second", "400", "--reply-tokens", "60"], {}, log)
+    url = wait_for_line(process, r"listening on (http://\S+)")
+    yield url
+    process.stop()
+
+
+class LiveStack:
+    """A real server (and worker) on a fresh database, its model being the simulator."""
+
+    def __init__(self, backend, database_url, redis_url, simulator_url, tmp_path):
+        self.backend, self.database_url, self.simulator_url = backend, database_url, simulator_url
+        self.redis_url = redis_url
+        self.tmp_path = tmp_path
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {"DATABASE_URL": database_url, "PORT": str(self.port), "JWT_SECRET": TEST_JWT_SECRET,
+                    "ANTHROPIC_BASE_URL": simulator_url, "ANTHROPIC_API_KEY": "test-key",
+                    "AISYSTANT_INI": os.path.join(ROOT, "development.ini"), **FAST_FAILURES}
+        if backend == "postgresql":
+            self.env["REDIS_URL"] = redis_url
+        self.workers = []
+        self.server = Process(server_command("serve"), self.env, tmp_path / "server.log")
+        try:
+            self.server.wait_for_http(self.url + "/api/health")
+            if backend == "postgresql":
+                self.start_worker()
+        except Exception:
+            self.stop()
+            raise
+
+    @property
+    def distributed(self):
+        return self.backend == "postgresql"
+
+    def start_worker(self):
+        worker = Process(server_command("worker"), self.env, self.tmp_path / f"worker-{len(self.workers)}.log")
+        wait_for_line(worker, r"Listening on|listening on|started")
+        self.workers.append(worker)
+        return worker
+
+    def logs(self):
+        return "\n".join(process.output() for process in [self.server, *self.workers])
+
+    def stop(self):
+        for process in [*self.workers, self.server]:
+            process.stop()
+
+
+@pytest.fixture(scope="module")
+def live_server(backend, template_database, redis_databases, simulator, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("live")
+    if backend == "postgresql":
+        name = f"aisystant_live_{os.getpid()}_{next(_counter)}"
+        _admin_execute(f"CREATE DATABASE {name} TEMPLATE {template_database}")
+        database_url = postgres_url(name)
+        connection = redis.Redis.from_url(redis_databases[1])
+        connection.flushdb()
+    else:
+        shutil.copy(template_database, tmp_path / "live.sqlite3")
+        database_url = f"sqlite:///{tmp_path / 'live.sqlite3'}"
+    stack = LiveStack(backend, database_url, redis_databases[1] if backend == "postgresql" else "", simulator,
+                      tmp_path)
+    yield stack
+    stack.stop()
+    if backend == "postgresql":
+        _admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.flushdb()
+        connection.close()

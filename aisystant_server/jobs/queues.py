@@ -1,0 +1,48 @@
+"""The one way to enqueue a job.
+
+Queues are split by workload: `replies` (long, streaming) and `titles` (short). A reply
+job is marked as queued in Redis so the reaper can tell a reply waiting its turn from
+one whose job was lost. Views enqueue only after their transaction commits, so a worker
+never looks for a message that is not there yet.
+"""
+
+import uuid
+
+from rq import Queue
+
+REPLIES = "replies"
+TITLES = "titles"
+QUEUES = (REPLIES, TITLES)
+QUEUED_KEY = "aisystant:reply-queued:{}"
+QUEUED_SECONDS = 3600
+
+
+def reply_job_timeout(settings):
+    # Every attempt may wait `idle_timeout` for a first token; the stream itself is
+    # bounded by max_tokens. RQ must never kill a reply the retries could still save.
+    return int(900 + (settings["llm.max_retries"] + 1) * (settings["llm.idle_timeout_seconds"] + 30))
+
+
+def enqueue_reply(redis, settings, reply_id):
+    from aisystant_server.jobs.replies import generate_reply
+
+    redis.set(QUEUED_KEY.format(reply_id), 1, ex=QUEUED_SECONDS)
+    Queue(REPLIES, connection=redis).enqueue(
+        generate_reply, reply_id, job_id=f"reply-{reply_id}-{uuid.uuid4().hex[:8]}",
+        job_timeout=reply_job_timeout(settings), result_ttl=3600, failure_ttl=7 * 86400,
+        description=f"assistant reply {reply_id}",
+    )
+
+
+def enqueue_title(redis, reply_id):
+    from aisystant_server.jobs.titles import generate_title
+
+    Queue(TITLES, connection=redis).enqueue(
+        generate_title, reply_id, job_timeout=120, result_ttl=600, failure_ttl=86400,
+        description=f"title after reply {reply_id}",
+    )
+
+
+def after_commit(request, function, *args):
+    """Call `function(*args)` once the request's transaction has committed."""
+    request.tm.get().addAfterCommitHook(lambda committed: committed and function(*args))

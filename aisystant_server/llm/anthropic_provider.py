@@ -1,0 +1,78 @@
+"""Claude through the official `anthropic` SDK.
+
+The SDK's own retries are off (`max_retries=0`): the reply job retries with one policy
+for every provider, bounded so it ends well inside the job's timeout. The read timeout
+is the longest silence tolerated from the upstream, before the first token or between
+two; a stalled stream surfaces as httpx's ReadTimeout, unwrapped, which is classified
+here like the SDK's own timeout.
+"""
+
+import anthropic
+import httpx2
+
+from aisystant_server.llm import Completion, ModelError, Provider
+
+RETRYABLE_STATUSES = {408, 409, 429, 500, 502, 503, 504, 529}
+
+
+class AnthropicProvider(Provider):
+    name = "anthropic"
+
+    def __init__(self, *, api_key, base_url, model, idle_timeout):
+        self.model = model
+        self.client = anthropic.Anthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=httpx2.Timeout(connect=10.0, read=idle_timeout, write=30.0, pool=30.0),
+        )
+
+    def stream(self, *, system, messages, max_tokens, on_text):
+        try:
+            with self.client.messages.stream(
+                model=self.model, system=system, messages=messages, max_tokens=max_tokens
+            ) as stream:
+                for text in stream.text_stream:
+                    on_text(text)
+                final = stream.get_final_message()
+        except (anthropic.APIError, httpx2.HTTPError) as error:
+            raise classify(error) from error
+        return _completion(final)
+
+    def complete(self, *, system, messages, max_tokens):
+        try:
+            final = self.client.messages.create(
+                model=self.model, system=system, messages=messages, max_tokens=max_tokens
+            )
+        except (anthropic.APIError, httpx2.HTTPError) as error:
+            raise classify(error) from error
+        return _completion(final)
+
+
+def _completion(message):
+    text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
+    return Completion(text=text, model=message.model, stop_reason=message.stop_reason,
+                      input_tokens=message.usage.input_tokens, output_tokens=message.usage.output_tokens)
+
+
+def classify(error):
+    if isinstance(error, (anthropic.APITimeoutError, httpx2.TimeoutException)):
+        return ModelError("timeout", "the model did not answer in time", retryable=True)
+    if isinstance(error, (anthropic.APIConnectionError, httpx2.TransportError)):
+        return ModelError("connection", "the model could not be reached", retryable=True)
+    if isinstance(error, anthropic.APIStatusError):
+        status = error.status_code
+        if status == 200:
+            # An `error` event inside a stream that had started: the SDK does not retry it.
+            return ModelError(getattr(error, "type", None) or "stream_error", error.message, retryable=True,
+                              status=status)
+        return ModelError(f"http_{status}", error.message, retryable=status in RETRYABLE_STATUSES,
+                          retry_after=_retry_after(error.response), status=status)
+    return ModelError("model_error", str(error))
+
+
+def _retry_after(response):
+    try:
+        return max(0.0, float(response.headers.get("retry-after")))
+    except (TypeError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,143 @@
+"""Sending a message, following its reply as Server-Sent Events, cancelling it."""
+
+import json
+
+from pyramid.response import Response
+
+from aisystant_server import events, present, streams
+from aisystant_server.errors import Conflict, LLMFailed, LLMNotConfigured, NotFound, PayloadTooLarge, ValidationFailed
+from aisystant_server.i18n import Msg
+from aisystant_server.jobs.queues import after_commit, enqueue_reply
+from aisystant_server.jobs.runtime import request_cancel
+from aisystant_server.models import Message, MessageRole, MessageStatus
+from aisystant_server.permissions import Permission
+from aisystant_server.resources import MessageContext, MessagesContext
+from aisystant_server.schemas.messages import SendMessageQuery, SendMessageSchema
+from aisystant_server.services import messages
+from aisystant_server.validation import validate_json, validate_query
+from aisystant_server.views import api_view, ok
+
+
+@api_view(route_name="conversations", context=MessagesContext, request_method="POST",
+          permission=Permission.MESSAGE_CREATE)
+def send(context, request):
+    content = validate_json(SendMessageSchema(), request)["content"]
+    wait = validate_query(SendMessageQuery(), request)["wait"] and "respond-async" not in request.headers.get(
+        "Prefer", "")
+    settings, redis, conversation = request.registry.settings, request.redis, context.conversation
+    cap = settings["aisystant.max_message_chars"]
+    if len(content) > cap:
+        raise PayloadTooLarge(Msg("message_too_long", max=cap))
+    if not settings["anthropic.api_key"]:
+        question = messages.store_user_message(request.db, conversation, request.identity, content)
+        after_commit(request, events.emit, redis, "message_received", present.message(question), conversation.id)
+        _commit(request)
+        raise LLMNotConfigured(Msg("llm_not_configured"), details={"user_message_id": question.id})
+
+    question, reply = messages.create_exchange(request.db, conversation, request.identity, content,
+                                               request.locale_name)
+    data = {"userMessage": present.message(question), "assistantMessage": present.message(reply)}
+    after_commit(request, _announce, redis, settings, data)
+    _commit(request)
+    if not wait:
+        return ok(request, data, status=202)
+
+    outcome = _wait_for_end(redis, reply.id, settings["aisystant.reply_wait_seconds"])
+    reply = request.db.get(Message, reply.id)
+    data["assistantMessage"] = present.message(reply)
+    if reply.status == MessageStatus.ERROR:
+        raise LLMFailed(Msg("llm_failed"), details={"assistant_message_id": reply.id})
+    return ok(request, data, status=200 if outcome != "timeout" and reply.status == MessageStatus.COMPLETE else 202)
+
+
+def _commit(request):
+    # The user message must be stored whatever happens next (and the job enqueued by the
+    # after-commit hook) before this request waits or fails: commit now, then go on in a
+    # fresh transaction that pyramid_tm ends as usual.
+    request.tm.commit()
+    request.tm.begin()
+
+
+def _announce(redis, settings, data):
+    conversation_id = data["userMessage"]["conversation_id"]
+    events.emit(redis, "message_received", data["userMessage"], conversation_id)
+    enqueue_reply(redis, settings, data["assistantMessage"]["id"])
+
+
+def _wait_for_end(redis, reply_id, timeout):
+    for kind, _, _ in streams.read(redis, reply_id, after_index=2**62, timeout=timeout):
+        if kind in ("done", "error", "timeout"):
+            return kind
+    return "timeout"
+
+
+def _reply(context):
+    if context.message.role != MessageRole.ASSISTANT:
+        raise NotFound(Msg("not_a_reply"))
+    return context.message
+
+
+@api_view(route_name="conversations", context=MessageContext, name="stream", request_method="GET",
+          permission=Permission.MESSAGE_READ)
+def stream(context, request):
+    reply = _reply(context)
+    after = _last_event_id(request)
+    if reply.status not in MessageStatus.in_flight() and not request.redis.exists(streams.stream_key(reply.id)):
+        events_iter = _replay_from_database(present.message(reply), after)
+    else:
+        events_iter = streams.read(request.redis, reply.id, after_index=after)
+    response = Response(app_iter=_sse(events_iter), content_type="text/event-stream", charset="utf-8")
+    response.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return response
+
+
+def _last_event_id(request):
+    raw = request.headers.get("Last-Event-ID", request.GET.get("last_event_id", ""))
+    if raw == "":
+        return -1
+    if not (raw.isascii() and raw.isdigit()):
+        raise ValidationFailed(details={"Last-Event-ID": Msg("field_integer_range", min=0, max=2**31)})
+    return int(raw)
+
+
+def _replay_from_database(message, after):
+    """A reply that ended long ago: its whole text as one delta, then its end."""
+    if message["content"] and after < 0:
+        yield "delta", 0, message["content"]
+    error = (message["metadata"] or {}).get("error")
+    if message["status"] == MessageStatus.ERROR and error:
+        yield "error", None, {"code": error["code"], "message": error["message"]}
+    else:
+        yield "done", None, message
+
+
+def _sse(events_iter):
+    yield b"retry: 2000\n\n"
+    for kind, index, data in events_iter:
+        if kind == "delta":
+            payload = json.dumps({"index": index, "delta": data}, ensure_ascii=False)
+            yield f"id: {index}\nevent: delta\ndata: {payload}\n\n".encode()
+        elif kind in ("done", "error"):
+            yield f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+            return
+        else:
+            yield b": keep-alive\n\n"
+
+
+@api_view(route_name="conversations", context=MessageContext, name="cancel", request_method="POST",
+          permission=Permission.MESSAGE_CANCEL)
+def cancel(context, request):
+    reply = _reply(context)
+    if reply.status not in MessageStatus.in_flight() or not messages.cancel(
+            request.db, reply, streams.partial_text(request.redis, reply.id)):
+        raise Conflict(Msg("reply_finished"), details={"status": reply.status})
+    request.db.refresh(reply)
+    body = present.message(reply)
+    after_commit(request, _announce_cancel, request.redis, body)
+    return ok(request, body)
+
+
+def _announce_cancel(redis, body):
+    request_cancel(redis, body["id"])
+    streams.finish(redis, body["id"], "done", body)
+    events.emit(redis, "message_received", body, body["conversation_id"])

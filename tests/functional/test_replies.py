@@ -1,0 +1,292 @@
+import concurrent.futures
+import json
+import threading
+import time
+
+import pytest
+import redis
+import requests
+import sqlalchemy as sa
+
+from tests.functional.live import Api, marker, script, upstream_requests
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def api(live_server):
+    return Api(live_server.url).register()
+
+
+def test_sync_send_answers_with_the_complete_reply(api, live_server):
+    conversation = api.conversation()
+    tag = marker()
+    response = api.send(conversation, f"Comment créer un Dockerfile ? {tag}")
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    question, reply = data["userMessage"], data["assistantMessage"]
+    assert question["role"] == "user" and question["content"].endswith(tag)
+    assert reply["role"] == "assistant" and reply["status"] == "complete" and reply["user_id"] is None
+    assert tag in reply["content"] and reply["content"].startswith("(simulated)")
+    meta = reply["metadata"]
+    assert meta["model"] == "claude-sonnet-4-20250514"
+    assert meta["stop_reason"] == "end_turn"
+    assert meta["usage"]["output_tokens"] == 60 and meta["usage"]["input_tokens"] > 0
+    assert meta["ttft_ms"] >= 0 and meta["duration_ms"] >= meta["ttft_ms"]
+    assert [m["id"] for m in api.messages(conversation)] == [question["id"], reply["id"]]
+
+
+@pytest.mark.parametrize("how", ["prefer-header", "wait-parameter"])
+def test_async_send_answers_202_then_the_reply_streams(api, how):
+    conversation = api.conversation()
+    kwargs = {"headers": {"Prefer": "respond-async"}} if how == "prefer-header" else {"wait": False}
+    response = api.send(conversation, f"Why is my pod pending? {marker()}", **kwargs)
+    assert response.status_code == 202, response.text
+    reply = response.json()["data"]["assistantMessage"]
+    assert reply["status"] in ("pending", "streaming")
+    events = api.stream(conversation, reply["id"])
+    deltas = [data for event, _, data in events if event == "delta"]
+    assert [delta["index"] for delta in deltas] == list(range(len(deltas)))
+    kind, _, final = events[-1]
+    assert kind == "done" and final["status"] == "complete"
+    assert "".join(delta["delta"] for delta in deltas) == final["content"]
+    assert api.message(conversation, reply["id"])["content"] == final["content"]
+
+
+def test_upstream_sees_the_system_prompt_and_history_with_the_new_turn_once(api, live_server):
+    conversation = api.conversation()
+    first, second = f"First question {marker()}", f"Second question {marker()}"
+    first_reply = api.send(conversation, first).json()["data"]["assistantMessage"]["content"]
+    api.send(conversation, second)
+    [request] = upstream_requests(live_server.simulator_url, second)
+    body = request["body"]
+    assert "DevOps" in body["system"] and "destructive" in body["system"]
+    assert body["stream"] is True
+    assert body["messages"] == [
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": first_reply},
+        {"role": "user", "content": second},
+    ]
+
+
+def test_a_short_title_is_generated_after_the_first_exchange(api):
+    conversation = api.conversation()
+    api.send(conversation, f"Kubernetes pods stuck in CrashLoopBackOff {marker()}")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        title = api.call("GET", f"/api/chat/conversations/{conversation}").json()["data"]["conversation"]["title"]
+        if title != "Nouvelle conversation":
+            break
+        time.sleep(0.1)
+    assert title != "Nouvelle conversation"
+    assert 0 < len(title) <= 50
+
+
+def test_a_title_set_by_the_user_is_kept(api):
+    conversation = api.conversation()
+    api.call("PUT", f"/api/chat/conversations/{conversation}", json={"title": "Mine"})
+    api.send(conversation, f"A question {marker()}")
+    time.sleep(1)
+    assert api.call("GET", f"/api/chat/conversations/{conversation}").json()["data"]["conversation"]["title"] == "Mine"
+
+
+def test_overloaded_twice_then_success_is_retried_into_one_reply(api, live_server):
+    conversation, tag = api.conversation(), marker()
+    script(live_server.simulator_url, tag, [{"status": 529, "retry_after": 0}, {"status": 529, "retry_after": 0}])
+    response = api.send(conversation, f"Retry me {tag}")
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["assistantMessage"]["status"] == "complete"
+    assert len(upstream_requests(live_server.simulator_url, tag)) == 3
+    assert [m["role"] for m in api.messages(conversation)] == ["user", "assistant"]
+
+
+def test_a_model_failing_for_good_ends_in_error_with_a_502(api, live_server):
+    conversation, tag = api.conversation(), marker()
+    script(live_server.simulator_url, tag, [{"status": 500, "repeat": True}])
+    response = api.send(conversation, f"Doomed {tag}", headers={"Accept-Language": "en"})
+    assert response.status_code == 502
+    body = response.json()
+    assert body["success"] is False and body["code"] == "llm_failed"
+    assert "model" in body["message"]
+    question, reply = api.messages(conversation)
+    assert question["content"] == f"Doomed {tag}"
+    assert reply["status"] == "error"
+    assert reply["metadata"]["error"]["code"] == "llm_failed"
+    assert len(upstream_requests(live_server.simulator_url, tag)) == 3
+    events = api.stream(conversation, reply["id"])
+    assert events[-1][0] == "error" and events[-1][2]["code"] == "llm_failed"
+
+
+def test_a_mid_stream_error_ends_the_reply_in_error_keeping_its_text(api, live_server):
+    conversation, tag = api.conversation(), marker()
+    script(live_server.simulator_url, tag, [{"error_after_tokens": 5}])
+    response = api.send(conversation, f"Break midway {tag}")
+    assert response.status_code == 502
+    reply = api.messages(conversation)[1]
+    assert reply["status"] == "error"
+    assert reply["content"].startswith("(simulated)")
+    assert len(upstream_requests(live_server.simulator_url, tag)) == 1
+
+
+@pytest.mark.parametrize("step", [{"hang": True}, {"hang_after_tokens": 3}], ids=["before-first-token", "mid-stream"])
+def test_a_hung_upstream_ends_in_error_within_bounded_time(api, live_server, step):
+    conversation, tag = api.conversation(), marker()
+    script(live_server.simulator_url, tag, [{**step, "repeat": True}])
+    started = time.monotonic()
+    response = api.send(conversation, f"Hang {tag}")
+    assert response.status_code == 502, response.text
+    assert time.monotonic() - started < 25
+    assert api.messages(conversation)[1]["status"] == "error"
+
+
+def test_cancel_mid_stream_keeps_the_partial_text(api, live_server):
+    conversation, tag = api.conversation(), marker()
+    script(live_server.simulator_url, tag, [{"reply_tokens": 400, "tokens_per_second": 20}])
+    reply = api.send(conversation, f"Long answer please {tag}", wait=False).json()["data"]["assistantMessage"]
+    first = api.stream(conversation, reply["id"], until=2)
+    assert first[0][0] == "delta"
+    response = api.call("POST", f"/api/chat/conversations/{conversation}/messages/{reply['id']}/cancel")
+    assert response.status_code == 200, response.text
+    cancelled = response.json()["data"]
+    assert cancelled["status"] == "cancelled"
+    assert cancelled["content"].startswith("(simulated)")
+    again = api.call("POST", f"/api/chat/conversations/{conversation}/messages/{reply['id']}/cancel")
+    assert again.status_code == 409 and again.json()["code"] == "conflict"
+    time.sleep(1.5)
+    stored = api.message(conversation, reply["id"])
+    assert stored["status"] == "cancelled" and stored["content"] == cancelled["content"]
+    events = api.stream(conversation, reply["id"])
+    assert events[-1][0] == "done" and events[-1][2]["status"] == "cancelled"
+
+
+def test_cancelling_a_finished_reply_is_a_409(api):
+    conversation = api.conversation()
+    reply = api.send(conversation, f"Quick {marker()}").json()["data"]["assistantMessage"]
+    response = api.call("POST", f"/api/chat/conversations/{conversation}/messages/{reply['id']}/cancel")
+    assert response.status_code == 409 and response.json()["code"] == "conflict"
+
+
+def test_a_finished_reply_replays_in_full_and_resumes_after_last_event_id(api):
+    conversation = api.conversation()
+    reply = api.send(conversation, f"Replay {marker()}").json()["data"]["assistantMessage"]
+    events = api.stream(conversation, reply["id"])
+    deltas = [data for event, _, data in events if event == "delta"]
+    assert "".join(d["delta"] for d in deltas) == reply["content"]
+    assert events[-1][0] == "done" and events[-1][2]["id"] == reply["id"]
+    if len(deltas) > 2:
+        resumed = api.stream(conversation, reply["id"], last_event_id=1)
+        assert [d["index"] for e, _, d in resumed if e == "delta"] == [d["index"] for d in deltas[2:]]
+    token_in_query = requests.get(
+        f"{api.url}/api/chat/conversations/{conversation}/messages/{reply['id']}/stream",
+        params={"token": api.token}, timeout=30)
+    assert token_in_query.status_code == 200 and "event: done" in token_in_query.text
+
+
+def test_stream_errors_are_json(api):
+    conversation = api.conversation()
+    data = api.send(conversation, f"Hi {marker()}").json()["data"]
+    base = f"/api/chat/conversations/{conversation}/messages"
+    assert api.call("GET", f"{base}/{data['userMessage']['id']}/stream").status_code == 404
+    assert api.call("GET", f"{base}/999999/stream").status_code == 404
+    bad = api.call("GET", f"{base}/{data['assistantMessage']['id']}/stream", headers={"Last-Event-ID": "x"})
+    assert bad.status_code == 400 and bad.json()["code"] == "validation_failed"
+    anonymous = requests.get(api.url + f"{base}/{data['assistantMessage']['id']}/stream", timeout=10)
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("body, status, code", [
+    ({"content": ""}, 400, "validation_failed"),
+    ({"content": "   \n\t "}, 400, "validation_failed"),
+    ({}, 400, "validation_failed"),
+    ({"content": 42}, 400, "validation_failed"),
+    ({"content": ["a"]}, 400, "validation_failed"),
+    ({"content": "nul\x00byte"}, 400, "validation_failed"),
+    ({"content": "x" * 100_001}, 413, "payload_too_large"),
+])
+def test_bad_content_is_refused_and_nothing_is_stored(api, body, status, code):
+    conversation = api.conversation()
+    response = api.call("POST", f"/api/chat/conversations/{conversation}/messages", json=body)
+    assert response.status_code == status, response.text
+    assert response.json()["code"] == code
+    assert api.messages(conversation) == []
+
+
+def test_sending_to_another_users_conversation_is_a_404(api, live_server):
+    theirs = Api(live_server.url).register().conversation()
+    response = api.send(theirs, "Let me in")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+def test_two_messages_sent_at_once_each_get_exactly_one_reply(api):
+    conversation = api.conversation()
+    contents = [f"Concurrent A {marker()}", f"Concurrent B {marker()}"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(lambda content: api.send(conversation, content), contents))
+    assert [response.status_code for response in responses] == [200, 200]
+    messages = api.messages(conversation)
+    assert sorted(m["role"] for m in messages) == ["assistant", "assistant", "user", "user"]
+    assert all(m["status"] == "complete" for m in messages)
+    for response in responses:
+        data = response.json()["data"]
+        assert data["userMessage"]["content"].split()[-1] in data["assistantMessage"]["content"]
+
+
+def test_a_reply_publishes_its_events(api, live_server):
+    if not live_server.distributed:
+        pytest.skip("the in-process Redis of the embedded mode is not reachable from the test process")
+    connection = redis.Redis.from_url(live_server.redis_url)
+    pubsub = connection.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("aisystant:events")
+    received, titled = [], threading.Event()
+
+    def listen():
+        deadline = time.monotonic() + 30
+        while not titled.is_set() and time.monotonic() < deadline:
+            message = pubsub.get_message(timeout=0.2)
+            if message:
+                received.append(json.loads(message["data"]))
+                if received[-1]["event"] == "conversation_updated":
+                    titled.set()
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    conversation = api.conversation()
+    data = api.send(conversation, f"Events {marker()}").json()["data"]
+    listener.join()
+    pubsub.close()
+    mine = [event for event in received if event["room"] == f"conversation:{conversation}"]
+    names = [event["event"] for event in mine]
+    assert names[0] == "message_received" and mine[0]["data"]["id"] == data["userMessage"]["id"]
+    assert "typing" in names and "stop_typing" in names and "message_delta" in names
+    assert mine[names.index("typing")]["data"]["username"] == "AiSystant"
+    final = [e for e in mine if e["event"] == "message_received" and e["data"]["role"] == "assistant"]
+    assert final[0]["data"]["status"] == "complete"
+    deltas = [e["data"] for e in mine if e["event"] == "message_delta"]
+    assert "".join(d["delta"] for d in deltas) == final[0]["data"]["content"]
+    assert "conversation_updated" in names
+
+
+def test_a_worker_killed_mid_reply_is_redone_by_another_exactly_once(api, live_server):
+    if not live_server.distributed:
+        pytest.skip("workers are separate processes in the distributed mode")
+    conversation, tag = api.conversation(), marker()
+    script(live_server.simulator_url, tag, [{"reply_tokens": 300, "tokens_per_second": 30}])
+    reply = api.send(conversation, f"Survive a crash {tag}", wait=False).json()["data"]["assistantMessage"]
+    assert api.stream(conversation, reply["id"], until=2)[0][0] == "delta"
+    live_server.workers[-1].kill()
+    killed_at = time.monotonic()
+    live_server.start_worker()
+    final = api.wait_for(conversation, reply["id"], timeout=60)
+    assert time.monotonic() - killed_at < 60
+    assert final["status"] == "complete" and final["content"].startswith("(simulated)")
+    messages = api.messages(conversation)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert len(upstream_requests(live_server.simulator_url, tag)) == 2
+    engine = sa.create_engine(live_server.database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text(
+            "SELECT status, attempt FROM messages WHERE reply_to_id = :id"), {"id": messages[0]["id"]}).all()
+    engine.dispose()
+    assert rows == [("complete", 2)]
+    events = api.stream(conversation, reply["id"])
+    assert events[-1][0] == "done" and events[-1][2]["content"] == final["content"]
