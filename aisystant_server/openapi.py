@@ -69,6 +69,7 @@ def json_response(description, schema):
 
 ERROR = json_response("Error envelope", ref("Error"))
 ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+MID = {"name": "mid", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
 
 
 def body(properties, required):
@@ -84,6 +85,7 @@ def operation(summary, responses, secured=True, **extra):
 
 def paths():
     conversation_data = success(ref("Conversation"))
+    exchange = success(obj({"userMessage": ref("Message"), "assistantMessage": ref("Message")}))
     return {
         "/": {"get": operation("Service name, version and entry points", {
             "200": json_response("Service", obj({"success": {"const": True}, "message": {"type": "string"},
@@ -134,6 +136,34 @@ def paths():
                              requestBody=body({"title": {"type": "string", "maxLength": 255}}, ["title"])),
             "delete": operation("Delete a conversation and its messages", {
                 "200": json_response("Deleted", success())}),
+        },
+        "/api/chat/conversations/{id}/messages": {
+            "parameters": [ID],
+            "post": operation(
+                "Send a message. Waits for the reply (200) unless `Prefer: respond-async` or `wait=false` "
+                "(202, reply pending); 202 too when the wait runs long; 502 when the model fails for good; "
+                "503 `llm_not_configured` (the message is kept); 413 over MAX_MESSAGE_CHARS",
+                {"200": json_response("Replied", exchange), "202": json_response("Reply on its way", exchange)},
+                parameters=[{"name": "wait", "in": "query", "schema": {"type": "boolean", "default": True}},
+                            {"name": "Prefer", "in": "header", "schema": {"type": "string"},
+                             "description": "respond-async: answer 202 at once"}],
+                requestBody=body({"content": {"type": "string", "minLength": 1}}, ["content"])),
+        },
+        "/api/chat/conversations/{id}/messages/{mid}/stream": {
+            "parameters": [ID, MID],
+            "get": operation(
+                "The reply as Server-Sent Events: `delta` events (`id: <index>`, data {index, delta}), then one "
+                "`done` (data: the message) or `error` (data: {code, message}). Resumable with `Last-Event-ID`; "
+                "a finished reply replays. The token may be given as `?token=` (EventSource).",
+                {"200": {"description": "text/event-stream", "content": {"text/event-stream": {
+                    "schema": {"type": "string"}}}}},
+                parameters=[{"name": "Last-Event-ID", "in": "header", "schema": {"type": "integer", "minimum": 0}},
+                            {"name": "token", "in": "query", "schema": {"type": "string"}}]),
+        },
+        "/api/chat/conversations/{id}/messages/{mid}/cancel": {
+            "parameters": [ID, MID],
+            "post": operation("Stop a reply in flight, keeping its text so far; 409 if it already ended", {
+                "200": json_response("Cancelled", success(ref("Message")))}),
         },
     }
 

@@ -21,6 +21,14 @@ log = logging.getLogger(__name__)
 EXEMPT_PATHS = ("/api/health",)
 
 
+def client_address(request):
+    """The socket's peer; `X-Forwarded-For` only when TRUST_PROXY says a proxy of ours
+    sets it (otherwise any client could pick a new address for every request)."""
+    if request.registry.settings["aisystant.trust_proxy"]:
+        return request.client_addr
+    return request.remote_addr
+
+
 def _hit(connection, key, window_seconds):
     pipe = connection.pipeline()
     pipe.incr(key)
@@ -38,7 +46,7 @@ def ratelimit_tween_factory(handler, registry):
     def ratelimit_tween(request):
         if not request.path.startswith("/api/") or request.path in EXEMPT_PATHS or request.method == "OPTIONS":
             return handler(request)
-        key = f"aisystant:ratelimit:{request.client_addr}:{int(time.time()) // window}"
+        key = f"aisystant:ratelimit:{client_address(request)}:{int(time.time()) // window}"
         try:
             count, reset = _hit(request.redis, key, window)
         except redis.RedisError:
@@ -77,7 +85,7 @@ class LoginThrottle:
 
 def login_throttle(request, email):
     settings = request.registry.settings
-    return LoginThrottle(request.redis, request.client_addr, email,
+    return LoginThrottle(request.redis, client_address(request), email,
                          settings["login.max_failures"], settings["login.window_seconds"])
 
 

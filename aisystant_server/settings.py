@@ -70,6 +70,7 @@ ENVIRONMENT = {
     "MAX_BODY_BYTES": ("aisystant.max_body_bytes", int, 1024 * 1024),
     "MAX_MESSAGE_CHARS": ("aisystant.max_message_chars", int, 100_000),
     "DATA_DIR": ("aisystant.data_dir", str, "data"),
+    "TRUST_PROXY": ("aisystant.trust_proxy", as_bool, False),
     # replies
     "REPLY_WAIT_SECONDS": ("aisystant.reply_wait_seconds", float, 120.0),
     "HISTORY_TOKEN_BUDGET": ("aisystant.history_token_budget", int, 24_000),

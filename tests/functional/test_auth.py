@@ -142,6 +142,23 @@ def test_repeated_failures_from_one_address_are_throttled_across_accounts(testap
     assert_error(response, 429, "rate_limited")
 
 
+def test_forged_forwarded_for_headers_do_not_escape_the_login_throttle(testapp):
+    for attempt in range(5):
+        testapp.post_json("/api/auth/login", {"email": f"guess{attempt}@example.com", "password": "wrong pass"},
+                          headers={"X-Forwarded-For": f"192.0.2.{attempt}"}, status=401)
+    testapp.post_json("/api/auth/login", {"email": "guess9@example.com", "password": "wrong pass"},
+                      headers={"X-Forwarded-For": "192.0.2.200"}, status=429)
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(make_app):
+    testapp = make_app(**{"aisystant.trust_proxy": "true"})
+    for attempt in range(5):
+        testapp.post_json("/api/auth/login", {"email": f"guess{attempt}@example.com", "password": "wrong pass"},
+                          headers={"X-Forwarded-For": "192.0.2.1"}, status=401)
+    testapp.post_json("/api/auth/login", {"email": "guess9@example.com", "password": "wrong pass"},
+                      headers={"X-Forwarded-For": "192.0.2.2"}, status=401)
+
+
 def _token(secret=TEST_JWT_SECRET, algorithm="HS256", **claims):
     payload = {"sub": "1", "jti": uuid.uuid4().hex, "iat": int(time.time()), "exp": int(time.time()) + 3600}
     payload.update(claims)

@@ -163,3 +163,14 @@ def test_bad_message_page_parameters_are_400(testapp, account, query):
                            status=400)
     assert_error(response, 400, "validation_failed")
 
+
+
+def test_without_a_model_sending_is_a_503_and_the_message_is_kept(testapp, account):
+    conversation = create(testapp, account)
+    url = f"/api/chat/conversations/{conversation['id']}/messages"
+    response = testapp.post_json(url, {"content": "kubectl get pods hangs"}, headers=account.headers, status=503)
+    assert_error(response, 503, "llm_not_configured")
+    messages = testapp.get(f"/api/chat/conversations/{conversation['id']}", headers=account.headers).json["data"][
+        "messages"]
+    assert [(m["role"], m["content"]) for m in messages] == [("user", "kubectl get pods hangs")]
+    assert response.json["details"]["user_message_id"] == messages[0]["id"]

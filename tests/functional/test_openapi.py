@@ -84,5 +84,10 @@ def test_real_responses_validate_against_the_document(testapp):
     check("put", "/api/chat/conversations/{id}", testapp.put_json(path, {"title": "t"}, headers=account.headers))
     check("delete", "/api/chat/conversations/{id}", testapp.delete(path, headers=account.headers))
     check("get", "/api/chat/conversations/{id}", testapp.get(path, headers=account.headers, status=404))
+    other = check("post", "/api/chat/conversations", testapp.post_json(
+        "/api/chat/conversations", {}, headers=account.headers, status=201))["data"]["id"]
+    check("post", "/api/chat/conversations/{id}/messages", testapp.post_json(
+        f"/api/chat/conversations/{other}/messages", {"content": "no model here"}, headers=account.headers,
+        status=503))
     check("post", "/api/auth/logout", testapp.post("/api/auth/logout", headers=account.headers))
-    assert len(seen) == 14
+    assert len(seen) == 16
