@@ -93,6 +93,7 @@ def paths():
         "/api/health": {"get": operation("State of the database and Redis; 503 when one is down", {
             "200": json_response("Healthy", success(obj({
                 "status": {"type": "string"}, "database": {"type": "string"}, "redis": {"type": "string"},
+                "workers": {"type": ["integer", "null"], "description": "reply workers seen in Redis"},
             }, required=["status", "database", "redis"]))),
             "503": ERROR}, secured=False)},
         "/api/openapi.json": {"get": operation("This document", {

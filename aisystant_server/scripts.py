@@ -12,6 +12,7 @@ import sys
 import click
 
 GEVENT_COMMANDS = {"serve", "worker", "simulator"}
+EMBEDDED_SHUTDOWN_SECONDS = 5
 
 
 def main(argv=None):
@@ -122,7 +123,9 @@ def serve(obj):
     click.echo("stopping", err=True)
     server.stop(timeout=10)
     if embedded_worker:
-        embedded_worker.stop()
+        worker, greenlet = embedded_worker
+        worker.stop()
+        greenlet.join(timeout=EMBEDDED_SHUTDOWN_SECONDS + 5)
 
 
 def _start_embedded_worker(app):
@@ -140,9 +143,11 @@ def _start_embedded_worker(app):
     context = configure(JobContext(settings, registry["redis"], registry["db.session_factory"],
                                    make_provider(settings)))
     runtime(context)
-    worker = create_worker(context.redis, QUEUES, max_jobs=settings["worker.max_jobs"], embedded=True)
-    gevent.spawn(worker.work, logging_level="WARNING")
-    return worker
+    # Replies still in flight at shutdown are redone after the restart (the reaper finds
+    # them in the database), so a short grace period is enough.
+    worker = create_worker(context.redis, QUEUES, max_jobs=settings["worker.max_jobs"], embedded=True,
+                           shutdown_timeout=EMBEDDED_SHUTDOWN_SECONDS)
+    return worker, gevent.spawn(worker.work, logging_level="WARNING")
 
 
 @cli.command()

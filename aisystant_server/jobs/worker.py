@@ -50,11 +50,11 @@ How to run it (the `aisystant-server worker` command)::
     import redis
     from aisystant_server.jobs.worker import run_worker
 
-    run_worker(redis.Redis.from_url(url), ['default'])  # returns after SIGTERM/SIGINT
+    run_worker(redis.Redis.from_url(url), ["default"])  # returns after SIGTERM/SIGINT
 
 Embedded in another gevent process (e.g. the web server on a fakeredis server)::
 
-    worker = create_worker(connection, ['default'], embedded=True)
+    worker = create_worker(connection, ["default"], embedded=True)
     greenlet = gevent.spawn(worker.work)
     ...
     worker.stop()
@@ -88,7 +88,7 @@ if TYPE_CHECKING:
     from rq.job import Job
     from rq.queue import Queue
 
-__all__ = ['ConcurrentWorker', 'GeventDeathPenalty', 'create_worker', 'run_worker']
+__all__ = ["ConcurrentWorker", "GeventDeathPenalty", "create_worker", "run_worker"]
 
 DEFAULT_MAX_JOBS = 500
 # A killed worker must vanish from `rq info` within a minute.
@@ -122,7 +122,7 @@ class GeventDeathPenalty(BaseDeathPenalty):
         if self._timeout is None or self._timeout <= 0:
             # RQ's convention: -1 means the job may run forever.
             return
-        exception = self._exception(f'Task exceeded maximum timeout value ({self._timeout} seconds)')
+        exception = self._exception(f"Task exceeded maximum timeout value ({self._timeout} seconds)")
         self._gevent_timeout = gevent.Timeout(self._timeout, exception)
         self._gevent_timeout.start()
 
@@ -157,7 +157,7 @@ class ConcurrentWorker(BaseWorker):
         **kwargs,
     ):
         if max_jobs < 1:
-            raise ValueError('max_jobs must be at least 1')
+            raise ValueError("max_jobs must be at least 1")
         # Read by _set_connection, which BaseWorker.__init__ calls.
         self.max_jobs = max_jobs
         super().__init__(
@@ -238,7 +238,7 @@ class ConcurrentWorker(BaseWorker):
                 watcher.cancel()
             self._signal_watchers = []
             self.teardown()
-        self.log.info('Worker %s: stopped', self.name)
+        self.log.info("Worker %s: stopped", self.name)
         return bool(started_jobs)
 
     def stop(self):
@@ -251,18 +251,18 @@ class ConcurrentWorker(BaseWorker):
             self._shutdown_requested_date = now()
             self.handle_warm_shutdown_request()
             self.log.info(
-                'Worker %s: %d jobs in flight get %ss to finish; stop again to fail them at once',
+                "Worker %s: %d jobs in flight get %ss to finish; stop again to fail them at once",
                 self.name,
                 self.jobs_in_flight,
                 self.shutdown_timeout,
             )
         elif not self._force_stop:
             self._force_stop = True
-            self.log.warning('Worker %s: cold shut down', self.name)
+            self.log.warning("Worker %s: cold shut down", self.name)
 
     def request_stop(self, signum, frame):
         """Signal handler for SIGINT/SIGTERM, run in its own greenlet: warm stop, then cold stop."""
-        self.log.info('Worker %s: got signal %s', self.name, signal_name(signum))
+        self.log.info("Worker %s: got signal %s", self.name, signal_name(signum))
         self.stop()
 
     def _install_signal_handlers(self):
@@ -315,7 +315,7 @@ class ConcurrentWorker(BaseWorker):
                 if result is None:
                     if not self.jobs_in_flight:
                         if burst:
-                            self.log.info('Worker %s: done, quitting', self.name)
+                            self.log.info("Worker %s: done, quitting", self.name)
                             break
                         if self.get_state() != WorkerStatus.IDLE:
                             self.set_state(WorkerStatus.IDLE)
@@ -327,7 +327,7 @@ class ConcurrentWorker(BaseWorker):
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as error:
                 # Like RQ's dequeue loop: wait for Redis to come back; jobs in flight go on.
                 self.log.error(
-                    'Worker %s: could not connect to Redis instance: %s retrying in %d seconds...',
+                    "Worker %s: could not connect to Redis instance: %s retrying in %d seconds...",
                     self.name,
                     error,
                     connection_wait_time,
@@ -337,7 +337,7 @@ class ConcurrentWorker(BaseWorker):
                     connection_wait_time * self.exponential_backoff_factor, self.max_connection_wait_time
                 )
             except Exception:
-                self.log.error('Worker %s: found an unhandled exception, quitting...', self.name, exc_info=True)
+                self.log.error("Worker %s: found an unhandled exception, quitting...", self.name, exc_info=True)
                 break
         return started_jobs
 
@@ -364,9 +364,9 @@ class ConcurrentWorker(BaseWorker):
         self.reorder_queues(reference_queue=queue)
         job.redis_server_version = self.get_redis_server_version()
         if self.log_job_description:
-            self.log.info('Worker %s: %s: %s (%s)', self.name, queue.name, job.description, job.id)
+            self.log.info("Worker %s: %s: %s (%s)", self.name, queue.name, job.description, job.id)
         else:
-            self.log.info('Worker %s: %s: %s', self.name, queue.name, job.id)
+            self.log.info("Worker %s: %s: %s", self.name, queue.name, job.id)
         return job, queue
 
     def _run_job(self, job: Job, queue: Queue, execution: Execution):
@@ -376,7 +376,7 @@ class ConcurrentWorker(BaseWorker):
         except (Exception, ShutDownImminentException):
             # Only reached when recording the outcome failed (e.g. Redis went away);
             # maintenance will find the job abandoned.
-            self.log.exception('Worker %s: could not record the outcome of job %s', self.name, job.id)
+            self.log.exception("Worker %s: could not record the outcome of job %s", self.name, job.id)
         finally:
             self.executions.pop(execution.id, None)
 
@@ -387,7 +387,7 @@ class ConcurrentWorker(BaseWorker):
                 self.maintain_all_heartbeats()
             except Exception:
                 # A lost heartbeat is retried at the next tick; the loop must survive it.
-                self.log.exception('Worker %s: heartbeat failed', self.name)
+                self.log.exception("Worker %s: heartbeat failed", self.name)
 
     def maintain_all_heartbeats(self):
         """RQ's `maintain_heartbeats` for the worker and every job in flight, in one round trip.
@@ -442,7 +442,7 @@ class ConcurrentWorker(BaseWorker):
                         scheduler.heartbeat()
                         scheduler.enqueue_scheduled_jobs()
                 except Exception:
-                    self.log.exception('Worker %s: scheduler failed, retrying', self.name)
+                    self.log.exception("Worker %s: scheduler failed, retrying", self.name)
                 gevent.sleep(scheduler.interval)
         finally:
             scheduler.stop()
@@ -451,7 +451,7 @@ class ConcurrentWorker(BaseWorker):
         if not self.jobs_in_flight:
             return
         self.log.info(
-            'Worker %s: waiting up to %ss for %d jobs in flight', self.name, self.shutdown_timeout, self.jobs_in_flight
+            "Worker %s: waiting up to %ss for %d jobs in flight", self.name, self.shutdown_timeout, self.jobs_in_flight
         )
         deadline = time.monotonic() + self.shutdown_timeout
         while self.jobs_in_flight and not self._force_stop:
@@ -463,10 +463,10 @@ class ConcurrentWorker(BaseWorker):
     def _kill_jobs(self):
         if not self.jobs_in_flight:
             return
-        self.log.warning('Worker %s: failing %d jobs still running', self.name, self.jobs_in_flight)
+        self.log.warning("Worker %s: failing %d jobs still running", self.name, self.jobs_in_flight)
         for greenlet in list(self._jobs):
             # Raised in the job, caught by RQ's perform_job: the job is failed (or retried) at once.
-            greenlet.kill(ShutDownImminentException('worker stopped before the job finished', {}), block=False)
+            greenlet.kill(ShutDownImminentException("worker stopped before the job finished", {}), block=False)
         self._jobs.join(timeout=KILL_TIMEOUT)
 
 
@@ -500,31 +500,15 @@ def run_worker(
     connection: Redis,
     queue_names: Sequence[str],
     *,
-    max_jobs: int = DEFAULT_MAX_JOBS,
-    embedded: bool = False,
-    worker_ttl: int = DEFAULT_WORKER_TTL,
-    maintenance_interval: int = DEFAULT_MAINTENANCE_INTERVAL,
-    job_monitoring_interval: int = DEFAULT_JOB_MONITORING_INTERVAL,
-    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
-    name: str | None = None,
     burst: bool = False,
-    logging_level: str | None = 'INFO',
+    logging_level: str | None = "INFO",
+    **options,
 ) -> ConcurrentWorker:
-    """Runs a `ConcurrentWorker` until it stops and returns it.
+    """Runs a `ConcurrentWorker` (built by `create_worker` with `options`) until it stops.
 
     The process must have called `gevent.monkey.patch_all()` first. Unless
     `embedded`, SIGINT/SIGTERM stop it (twice: at once).
     """
-    worker = create_worker(
-        connection,
-        queue_names,
-        max_jobs=max_jobs,
-        embedded=embedded,
-        worker_ttl=worker_ttl,
-        maintenance_interval=maintenance_interval,
-        job_monitoring_interval=job_monitoring_interval,
-        shutdown_timeout=shutdown_timeout,
-        name=name,
-    )
+    worker = create_worker(connection, queue_names, **options)
     worker.work(burst=burst, logging_level=logging_level)
     return worker

@@ -30,7 +30,10 @@ def health(request):
     state = {"database": _database_state(request), "redis": _redis_state(request)}
     healthy = state["database"] == "ok" and state["redis"] in ("ok", "embedded")
     request.response.status_int = 200 if healthy else 503
-    body = {"success": healthy, "data": {"status": "ok" if healthy else "unavailable", **state}}
+    # Workers are reported, not required: an API without workers still serves
+    # conversations, and a load balancer should not take it out for that.
+    body = {"success": healthy, "data": {"status": "ok" if healthy else "unavailable", **state,
+                                         "workers": _worker_count(request) if healthy else None}}
     if not healthy:
         body.update(code="service_unavailable", message=translate(request, Msg("service_unavailable")))
     return body
@@ -55,6 +58,15 @@ def _redis_state(request):
     except redis.RedisError:
         log.exception("health: Redis unreachable")
         return "error"
+
+
+def _worker_count(request):
+    from rq import Worker
+
+    try:
+        return Worker.count(connection=request.redis)
+    except redis.RedisError:
+        return None
 
 
 @api_view(route_name="openapi", request_method="GET", permission=NO_PERMISSION_REQUIRED)

@@ -18,6 +18,11 @@ def api(live_server):
     return Api(live_server.url).register()
 
 
+def test_health_counts_the_workers(live_server):
+    data = requests.get(live_server.url + "/api/health", timeout=10).json()["data"]
+    assert data["workers"] >= 1
+
+
 def test_sync_send_answers_with_the_complete_reply(api, live_server):
     conversation = api.conversation()
     tag = marker()
