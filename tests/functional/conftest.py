@@ -24,6 +24,19 @@ from tests.conftest import POSTGRES_ADMIN_URL
 from tests.processes import ROOT, Process, free_port, server_command, wait_for_line
 
 TEST_JWT_SECRET = "functional-tests-secret-" + "x" * 40
+MODE_OF_BACKEND = {"postgresql": "distributed", "sqlite": "embedded"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked `distributed` or `embedded` runs only on that mode's backend."""
+    kept, deselected = [], []
+    for item in items:
+        backend = getattr(item, "callspec", None) and item.callspec.params.get("backend")
+        other_mode = {"distributed", "embedded"} - {MODE_OF_BACKEND.get(backend)}
+        (deselected if backend and any(item.get_closest_marker(mode) for mode in other_mode) else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
 _counter = itertools.count()
 
 
@@ -190,18 +203,18 @@ class LiveStack:
             self.stop()
             raise
 
-    @property
-    def distributed(self):
-        return self.backend == "postgresql"
+    def restart_server(self):
+        """SIGKILL the server and start a new one on the same port and database."""
+        self.server.kill()
+        self.server.stop()
+        self.server = Process(server_command("serve"), self.env, self.tmp_path / f"server-{next(_counter)}.log")
+        self.server.wait_for_http(self.url + "/api/health")
 
     def start_worker(self):
         worker = Process(server_command("worker"), self.env, self.tmp_path / f"worker-{len(self.workers)}.log")
         wait_for_line(worker, r"Listening on|listening on|started")
         self.workers.append(worker)
         return worker
-
-    def logs(self):
-        return "\n".join(process.output() for process in [self.server, *self.workers])
 
     def stop(self):
         for process in [*self.workers, self.server]:

@@ -236,9 +236,8 @@ def test_two_messages_sent_at_once_each_get_exactly_one_reply(api):
         assert data["userMessage"]["content"].split()[-1] in data["assistantMessage"]["content"]
 
 
+@pytest.mark.distributed
 def test_a_reply_publishes_its_events(api, live_server):
-    if not live_server.distributed:
-        pytest.skip("the in-process Redis of the embedded mode is not reachable from the test process")
     connection = redis.Redis.from_url(live_server.redis_url)
     pubsub = connection.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe("aisystant:events")
@@ -271,9 +270,8 @@ def test_a_reply_publishes_its_events(api, live_server):
     assert "conversation_updated" in names
 
 
+@pytest.mark.distributed
 def test_a_worker_killed_mid_reply_is_redone_by_another_exactly_once(api, live_server):
-    if not live_server.distributed:
-        pytest.skip("workers are separate processes in the distributed mode")
     conversation, tag = api.conversation(), marker()
     script(live_server.simulator_url, tag, [{"reply_tokens": 300, "tokens_per_second": 30}])
     reply = api.send(conversation, f"Survive a crash {tag}", wait=False).json()["data"]["assistantMessage"]
@@ -287,11 +285,29 @@ def test_a_worker_killed_mid_reply_is_redone_by_another_exactly_once(api, live_s
     messages = api.messages(conversation)
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert len(upstream_requests(live_server.simulator_url, tag)) == 2
+    assert reply_rows(live_server, messages[0]["id"]) == [("complete", 2)]
+    events = api.stream(conversation, reply["id"])
+    assert events[-1][0] == "done" and events[-1][2]["content"] == final["content"]
+
+
+@pytest.mark.embedded
+def test_an_embedded_server_killed_mid_reply_finishes_it_once_after_restart(api, live_server):
+    conversation, tag = api.conversation(), marker()
+    script(live_server.simulator_url, tag, [{"reply_tokens": 300, "tokens_per_second": 30}])
+    reply = api.send(conversation, f"Survive a restart {tag}", wait=False).json()["data"]["assistantMessage"]
+    assert api.stream(conversation, reply["id"], until=2)[0][0] == "delta"
+    live_server.restart_server()
+    final = api.wait_for(conversation, reply["id"], timeout=60)
+    assert final["status"] == "complete" and final["content"].startswith("(simulated)")
+    messages = api.messages(conversation)
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert reply_rows(live_server, messages[0]["id"]) == [("complete", 2)]
+
+
+def reply_rows(live_server, question_id):
     engine = sa.create_engine(live_server.database_url)
     with engine.connect() as connection:
         rows = connection.execute(sa.text(
-            "SELECT status, attempt FROM messages WHERE reply_to_id = :id"), {"id": messages[0]["id"]}).all()
+            "SELECT status, attempt FROM messages WHERE reply_to_id = :id"), {"id": question_id}).all()
     engine.dispose()
-    assert rows == [("complete", 2)]
-    events = api.stream(conversation, reply["id"])
-    assert events[-1][0] == "done" and events[-1][2]["content"] == final["content"]
+    return [tuple(row) for row in rows]
