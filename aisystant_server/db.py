@@ -91,6 +91,9 @@ def _request_db(request):
 def includeme(config):
     settings = config.get_settings()
     settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
+    # pyramid_tm would look up the user for its transaction notes from above the
+    # exception views, where a failure (Redis down) could no longer become an envelope.
+    settings["tm.annotate_user"] = False
     config.include("pyramid_tm")
     config.include("pyramid_retry")
     engine = engine_from_settings(settings)

@@ -8,6 +8,8 @@ too, so clients meet a single shape: `{"success": false, "message", "code", "det
 import json
 import logging
 
+import redis
+
 from pyramid.exceptions import PredicateMismatch
 from pyramid.httpexceptions import HTTPException
 from pyramid.response import Response
@@ -144,6 +146,14 @@ def http_exception_view(exc, request):
     return envelope_response(request, exc.status_code, code, Msg(key))
 
 
+def redis_unavailable_view(exc, request):
+    # Redis holds revoked tokens, queues and streams: without it the request cannot be
+    # served safely, but the client should retry rather than report a bug.
+    log.error("Redis unavailable on %s %s: %s", request.method, request.path, exc)
+    return envelope_response(request, 503, "service_unavailable", Msg("service_unavailable"),
+                             headers={"Retry-After": "5"})
+
+
 def internal_error_view(exc, request):
     log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return envelope_response(request, 500, "internal_error", Msg("internal_error"))
@@ -155,4 +165,5 @@ def includeme(config):
     config.add_exception_view(method_not_allowed_view, context=PredicateMismatch)
     config.add_notfound_view(not_found_view)
     config.add_exception_view(http_exception_view, context=HTTPException)
+    config.add_exception_view(redis_unavailable_view, context=redis.RedisError)
     config.add_exception_view(internal_error_view, context=Exception)

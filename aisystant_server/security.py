@@ -85,17 +85,24 @@ def is_revoked(redis, claims):
     return not jti or bool(redis.exists(REVOKED_KEY.format(jti)))
 
 
+def authenticated_user(request):
+    """The user of a valid, unrevoked token, or None (reified: one lookup a request)."""
+    claims = request.jwt_claims
+    subject = claims.get("sub")
+    if not subject or not str(subject).isdigit() or is_revoked(request.redis, claims):
+        return None
+    return request.db.get(User, int(subject))
+
+
 class SecurityPolicy:
     def __init__(self, tokens):
         self.tokens = tokens
         self.acl = ACLHelper()
 
     def identity(self, request):
-        claims = request.jwt_claims
-        subject = claims.get("sub")
-        if not subject or not str(subject).isdigit() or is_revoked(request.redis, claims):
-            return None
-        return request.db.get(User, int(subject))
+        # Pyramid 2 asks the policy at every `request.identity`: answer from the
+        # request's one lookup.
+        return request.authenticated_user
 
     def authenticated_userid(self, request):
         user = request.identity
@@ -122,4 +129,5 @@ def includeme(config):
     tokens = TokenService(settings["jwt.secret"], settings["jwt.expires_in"])
     config.registry["tokens"] = tokens
     config.add_request_method(lambda request: tokens.claims(request), "jwt_claims", reify=True)
+    config.add_request_method(authenticated_user, "authenticated_user", reify=True)
     config.set_security_policy(SecurityPolicy(tokens))

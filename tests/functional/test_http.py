@@ -144,4 +144,11 @@ def test_health_is_503_when_redis_is_down(make_app):
 
 def test_api_keeps_answering_when_redis_rate_limit_is_down(make_app):
     testapp = make_app(**{"redis.url": "redis://127.0.0.1:1/0"})
-    assert testapp.get("/api/chat/conversations", status=401)
+    assert_error(testapp.get("/api/chat/conversations", status=401), 401, "unauthorized")
+
+
+def test_a_token_cannot_be_checked_without_redis_is_a_503_not_a_500(make_app, account):
+    testapp = make_app(**{"redis.url": "redis://127.0.0.1:1/0"})
+    response = testapp.get("/api/auth/me", headers=account.headers, status=503)
+    assert_error(response, 503, "service_unavailable")
+    assert response.headers["Retry-After"] == "5"
