@@ -10,6 +10,7 @@ import fakeredis
 import redis
 
 _embedded_server = None
+MAX_CONNECTIONS = 5000
 
 
 def is_embedded(settings):
@@ -22,8 +23,12 @@ def make_redis(settings):
     if not is_embedded(settings):
         # redis-py 8 times reads out after 5 s by default: shorter than our blocking
         # reads (stream waits of 15 s, RQ's dequeue), which would then fail as errors.
+        # It also caps a pool at 100 connections; every client waiting on a reply (SSE,
+        # a synchronous send) holds one while it blocks, so the pool must be sized for
+        # them, not for request concurrency.
         return redis.Redis.from_url(settings["redis.url"], socket_timeout=60, socket_connect_timeout=5,
-                                    socket_keepalive=True, health_check_interval=30)
+                                    socket_keepalive=True, health_check_interval=30,
+                                    max_connections=MAX_CONNECTIONS)
     if _embedded_server is None:
         _embedded_server = fakeredis.FakeServer()
     return fakeredis.FakeRedis(server=_embedded_server)

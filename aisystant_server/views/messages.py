@@ -1,12 +1,14 @@
 """Sending a message, following its reply as Server-Sent Events, cancelling it."""
 
 import json
+import logging
 
+import redis
 from pyramid.response import Response
 
 from aisystant_server import events, present, streams
 from aisystant_server.errors import Conflict, LLMFailed, LLMNotConfigured, NotFound, PayloadTooLarge, ValidationFailed
-from aisystant_server.i18n import Msg
+from aisystant_server.i18n import Msg, translate
 from aisystant_server.jobs.queues import after_commit, enqueue_reply
 from aisystant_server.jobs.runtime import request_cancel
 from aisystant_server.models import Message, MessageRole, MessageStatus
@@ -16,6 +18,8 @@ from aisystant_server.schemas.messages import SendMessageQuery, SendMessageSchem
 from aisystant_server.services import messages
 from aisystant_server.validation import validate_json, validate_query
 from aisystant_server.views import api_view, ok
+
+log = logging.getLogger(__name__)
 
 
 @api_view(route_name="conversations", context=MessagesContext, request_method="POST",
@@ -86,7 +90,9 @@ def stream(context, request):
         events_iter = _replay_from_database(present.message(reply), after)
     else:
         events_iter = streams.read(request.redis, reply.id, after_index=after)
-    response = Response(app_iter=_sse(events_iter), content_type="text/event-stream", charset="utf-8")
+    unavailable = {"code": "service_unavailable", "message": translate(request, Msg("service_unavailable"))}
+    response = Response(app_iter=_sse(events_iter, unavailable), content_type="text/event-stream",
+                        charset="utf-8")
     response.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return response
 
@@ -111,17 +117,27 @@ def _replay_from_database(message, after):
         yield "done", None, message
 
 
-def _sse(events_iter):
+def _sse(events_iter, unavailable):
     yield b"retry: 2000\n\n"
-    for kind, index, data in events_iter:
-        if kind == "delta":
-            payload = json.dumps({"index": index, "delta": data}, ensure_ascii=False)
-            yield f"id: {index}\nevent: delta\ndata: {payload}\n\n".encode()
-        elif kind in ("done", "error"):
-            yield f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
-            return
-        else:
-            yield b": keep-alive\n\n"
+    try:
+        for kind, index, data in events_iter:
+            if kind == "delta":
+                payload = json.dumps({"index": index, "delta": data}, ensure_ascii=False)
+                yield f"id: {index}\nevent: delta\ndata: {payload}\n\n".encode()
+            elif kind in ("done", "error"):
+                yield _sse_event(kind, data)
+                return
+            else:
+                yield b": keep-alive\n\n"
+    except redis.RedisError:
+        # The headers are sent: the failure can only be told in the stream. The client
+        # may reconnect with Last-Event-ID once the service is back.
+        log.exception("reply stream interrupted")
+        yield _sse_event("error", unavailable)
+
+
+def _sse_event(kind, data):
+    return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
 @api_view(route_name="conversations", context=MessageContext, name="cancel", request_method="POST",

@@ -311,3 +311,15 @@ def reply_rows(live_server, question_id):
             "SELECT status, attempt FROM messages WHERE reply_to_id = :id"), {"id": question_id}).all()
     engine.dispose()
     return [tuple(row) for row in rows]
+
+
+@pytest.mark.distributed
+def test_more_clients_waiting_on_replies_than_a_default_redis_pool_all_get_them(api, live_server):
+    conversation, tag = api.conversation(), marker()
+    script(live_server.simulator_url, tag, [{"reply_tokens": 60, "tokens_per_second": 20}])
+    reply = api.send(conversation, f"Popular reply {tag}", wait=False).json()["data"]["assistantMessage"]
+    with concurrent.futures.ThreadPoolExecutor(120) as pool:
+        streams = list(pool.map(lambda _: api.stream(conversation, reply["id"]), range(120)))
+    finals = [events[-1] for events in streams]
+    assert all(kind == "done" and data["status"] == "complete" for kind, _, data in finals)
+    assert len({data["content"] for _, _, data in finals}) == 1
