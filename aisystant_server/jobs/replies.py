@@ -45,12 +45,11 @@ def generate_reply(reply_id):
 
 def _produce(context, reply_id):
     with context.session_factory() as session, session.begin():
-        attempt = messages.claim(session, reply_id)
-        if attempt is None:
+        claimed = messages.claim(session, reply_id)
+        if claimed is None:
             return "already finished"
-        reply = session.get(Message, reply_id)
-        history, question = messages.prompt_inputs(session, reply)
-        conversation_id, meta = reply.conversation_id, dict(reply.meta or {})
+        history, question = messages.prompt_inputs(session, claimed.conversation_id, claimed.reply_to_id)
+    attempt, conversation_id, meta = claimed.attempt, claimed.conversation_id, dict(claimed.meta or {})
     settings, redis = context.settings, context.redis
     language = meta.get("language", "fr")
     writer = streams.ReplyWriter(redis, reply_id, conversation_id)

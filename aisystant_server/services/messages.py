@@ -37,27 +37,32 @@ def _touch(db, conversation_id):
 
 
 def claim(session, reply_id):
-    """Start a new attempt on a reply still in flight: its attempt number, or None."""
+    """Start a new attempt on a reply still in flight, or None if it has ended.
+
+    One statement (the time to first token waits on it): the row with its new
+    `attempt`, `conversation_id`, `reply_to_id` and `meta`.
+    """
     return session.execute(
         sa.update(Message)
         .where(Message.id == reply_id, Message.status.in_(MessageStatus.in_flight()))
         .values(status=MessageStatus.STREAMING, attempt=Message.attempt + 1, updated_at=utcnow())
-        .returning(Message.attempt)
-    ).scalar()
+        .returning(Message.attempt, Message.conversation_id, Message.reply_to_id, Message.meta)
+    ).first()
 
 
-def prompt_inputs(session, reply):
-    """(earlier turns as (role, content), the question) for a reply."""
-    question = session.get(Message, reply.reply_to_id)
+def prompt_inputs(session, conversation_id, question_id):
+    """(earlier turns as (role, content), the question) for a reply, in one query."""
     rows = session.execute(
-        sa.select(Message.role, Message.content)
-        .where(Message.conversation_id == reply.conversation_id, Message.id < question.id,
-               Message.status == MessageStatus.COMPLETE, Message.role != MessageRole.SYSTEM,
-               Message.content != "")
+        sa.select(Message.id, Message.role, Message.content)
+        .where(Message.conversation_id == conversation_id, Message.id <= question_id,
+               sa.or_(Message.id == question_id,
+                      sa.and_(Message.status == MessageStatus.COMPLETE, Message.role != MessageRole.SYSTEM,
+                              Message.content != "")))
         .order_by(Message.id.desc())
-        .limit(400)
+        .limit(401)
     ).all()
-    return [(role, content) for role, content in reversed(rows)], question.content
+    question = rows[0].content
+    return [(role, content) for _, role, content in reversed(rows[1:])], question
 
 
 def finish(session, reply_id, attempt, status, content, meta):
