@@ -28,16 +28,27 @@ class AnthropicProvider(Provider):
         )
 
     def stream(self, *, system, messages, max_tokens, on_text):
+        # The raw events, not `messages.stream()`: its helper rebuilds a snapshot of the
+        # whole message at every event, which made it most of a busy worker's CPU.
+        completion = Completion(text="", model=self.model, stop_reason=None)
+        parts = []
         try:
-            with self.client.messages.stream(
-                model=self.model, system=system, messages=messages, max_tokens=max_tokens
-            ) as stream:
-                for text in stream.text_stream:
-                    on_text(text)
-                final = stream.get_final_message()
+            with self.client.messages.create(model=self.model, system=system, messages=messages,
+                                             max_tokens=max_tokens, stream=True) as events:
+                for event in events:
+                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        parts.append(event.delta.text)
+                        on_text(event.delta.text)
+                    elif event.type == "message_start":
+                        completion.model = event.message.model
+                        completion.input_tokens = event.message.usage.input_tokens
+                    elif event.type == "message_delta":
+                        completion.stop_reason = event.delta.stop_reason
+                        completion.output_tokens = event.usage.output_tokens
         except (anthropic.APIError, httpx2.HTTPError) as error:
             raise classify(error) from error
-        return _completion(final)
+        completion.text = "".join(parts)
+        return completion
 
     def complete(self, *, system, messages, max_tokens):
         try:
