@@ -42,10 +42,14 @@ def edge_tween_factory(handler, registry):
             response = handler(request)
         response.headers.update(SECURITY_HEADERS)
         if allowed:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            response.headers["Access-Control-Allow-Credentials"] = "true"
+            if origin in origins:
+                response.headers["Access-Control-Allow-Origin"] = origin
+                response.headers["Access-Control-Allow-Credentials"] = "true"
+                response.vary = tuple(sorted(set(response.vary or ()) | {"Origin"}))
+            else:
+                # "*": any page may call the API, but never with the browser's credentials.
+                response.headers["Access-Control-Allow-Origin"] = "*"
             response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
-            response.vary = tuple(sorted(set(response.vary or ()) | {"Origin"}))
         return response
 
     return edge_tween

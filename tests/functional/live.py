@@ -76,10 +76,11 @@ def script(simulator_url, match, steps):
     assert response.status_code == 200, response.text
 
 
-def upstream_requests(simulator_url, match):
-    """The reply requests (streamed; the title job's are not) the simulator received for `match`."""
+def upstream_requests(simulator_url, match, streamed=True):
+    """The requests the simulator received for `match`: the replies' (streamed), or with
+    `streamed=False` the title job's."""
     received = requests.get(f"{simulator_url}/_sim/requests", params={"match": match}, timeout=10).json()["requests"]
-    return [request for request in received if request["body"].get("stream")]
+    return [request for request in received if bool(request["body"].get("stream")) == streamed]
 
 
 def marker():

@@ -89,6 +89,13 @@ def test_cors_ignores_other_origins(testapp):
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
+def test_cors_wildcard_allows_any_origin_without_credentials(make_app):
+    testapp = make_app(**{"cors.origins": "*"})
+    response = testapp.get("/", headers={"Origin": "https://anything.example.org"})
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in response.headers
+
+
 def test_cors_preflight(testapp):
     response = testapp.options("/api/chat/conversations", headers={
         "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",

@@ -87,11 +87,15 @@ def test_a_short_title_is_generated_after_the_first_exchange(api):
     assert 0 < len(title) <= 50
 
 
-def test_a_title_set_by_the_user_is_kept(api):
-    conversation = api.conversation()
+def test_a_title_set_by_the_user_is_kept(api, live_server):
+    conversation, tag = api.conversation(), marker()
     api.call("PUT", f"/api/chat/conversations/{conversation}", json={"title": "Mine"})
-    api.send(conversation, f"A question {marker()}")
-    time.sleep(1)
+    api.send(conversation, f"A question {tag}")
+    deadline = time.monotonic() + 20
+    while not upstream_requests(live_server.simulator_url, tag, streamed=False) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert upstream_requests(live_server.simulator_url, tag, streamed=False), "the title job never asked the model"
+    time.sleep(0.5)
     assert api.call("GET", f"/api/chat/conversations/{conversation}").json()["data"]["conversation"]["title"] == "Mine"
 
 
