@@ -276,10 +276,7 @@ def test_a_reply_publishes_its_events(api, live_server):
 
 @pytest.mark.distributed
 def test_a_worker_killed_mid_reply_is_redone_by_another_exactly_once(api, live_server):
-    conversation, tag = api.conversation(), marker()
-    script(live_server.simulator_url, tag, [{"reply_tokens": 300, "tokens_per_second": 30}])
-    reply = api.send(conversation, f"Survive a crash {tag}", wait=False).json()["data"]["assistantMessage"]
-    assert api.stream(conversation, reply["id"], until=2)[0][0] == "delta"
+    conversation, reply, tag = slow_reply_streaming(api, live_server)
     live_server.workers[-1].kill()
     killed_at = time.monotonic()
     live_server.start_worker()
@@ -296,16 +293,22 @@ def test_a_worker_killed_mid_reply_is_redone_by_another_exactly_once(api, live_s
 
 @pytest.mark.embedded
 def test_an_embedded_server_killed_mid_reply_finishes_it_once_after_restart(api, live_server):
-    conversation, tag = api.conversation(), marker()
-    script(live_server.simulator_url, tag, [{"reply_tokens": 300, "tokens_per_second": 30}])
-    reply = api.send(conversation, f"Survive a restart {tag}", wait=False).json()["data"]["assistantMessage"]
-    assert api.stream(conversation, reply["id"], until=2)[0][0] == "delta"
+    conversation, reply, _ = slow_reply_streaming(api, live_server)
     live_server.restart_server()
     final = api.wait_for(conversation, reply["id"], timeout=60)
     assert final["status"] == "complete" and final["content"].startswith("(simulated)")
     messages = api.messages(conversation)
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert reply_rows(live_server, messages[0]["id"]) == [("complete", 2)]
+
+
+def slow_reply_streaming(api, live_server):
+    """A 10-second reply, already streaming: (conversation id, reply, its marker)."""
+    conversation, tag = api.conversation(), marker()
+    script(live_server.simulator_url, tag, [{"reply_tokens": 300, "tokens_per_second": 30}])
+    reply = api.send(conversation, f"A long answer please {tag}", wait=False).json()["data"]["assistantMessage"]
+    assert api.stream(conversation, reply["id"], until=2)[0][0] == "delta"
+    return conversation, reply, tag
 
 
 def reply_rows(live_server, question_id):
