@@ -59,6 +59,9 @@ def body_cap_tween_factory(handler, registry):
     limit = registry.settings["aisystant.max_body_bytes"]
 
     def body_cap_tween(request):
+        # Bodies are capped anyway: keep them in memory (WebOb would spill those over
+        # 10 KB to temporary files).
+        request.request_body_tempfile_limit = limit + 1
         if request.content_length is not None and request.content_length > limit:
             raise PayloadTooLarge(Msg("payload_too_large", limit=limit))
         if request.content_length is None and request.method in ("POST", "PUT", "PATCH"):

@@ -22,10 +22,12 @@ EXEMPT_PATHS = ("/api/health",)
 
 
 def client_address(request):
-    """The socket's peer; `X-Forwarded-For` only when TRUST_PROXY says a proxy of ours
-    sets it (otherwise any client could pick a new address for every request)."""
-    if request.registry.settings["aisystant.trust_proxy"]:
-        return request.client_addr
+    """The socket's peer; with TRUST_PROXY, the address our proxy saw, i.e. the last
+    `X-Forwarded-For` entry (the ones before it are the client's own say, and trusting
+    them would let anyone pick a new address for every request)."""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if request.registry.settings["aisystant.trust_proxy"] and forwarded.strip():
+        return forwarded.split(",")[-1].strip()
     return request.remote_addr
 
 
@@ -63,23 +65,23 @@ def ratelimit_tween_factory(handler, registry):
 
 
 class LoginThrottle:
+    """Counts an attempt before the password is checked, so that parallel guesses cannot
+    all pass a check made before any of them failed; a success takes its count back."""
+
     def __init__(self, connection, address, email, max_failures, window_seconds):
         self.redis = connection
         self.keys = [f"aisystant:login-failures:address:{address}",
                      f"aisystant:login-failures:account:{email.lower()}"]
         self.max_failures, self.window = max_failures, window_seconds
 
-    def check(self):
+    def attempt(self):
         for key in self.keys:
-            count = int(self.redis.get(key) or 0)
-            if count >= self.max_failures:
-                raise RateLimited(max(self.redis.ttl(key), 1), "login_throttled")
+            count, ttl = _hit(self.redis, key, self.window)
+            if count > self.max_failures:
+                raise RateLimited(ttl, "login_throttled")
 
-    def record_failure(self):
-        for key in self.keys:
-            _hit(self.redis, key, self.window)
-
-    def clear_account(self):
+    def succeeded(self):
+        self.redis.decr(self.keys[0])
         self.redis.delete(self.keys[1])
 
 

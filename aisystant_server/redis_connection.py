@@ -22,7 +22,7 @@ def make_redis(settings):
     global _embedded_server
     if not is_embedded(settings):
         # redis-py 8 times reads out after 5 s by default: shorter than our blocking
-        # reads (stream waits of 15 s, RQ's dequeue), which would then fail as errors.
+        # reads (stream waits of 5 s, RQ's dequeue), which would then fail as errors.
         # It also caps a pool at 100 connections; every client waiting on a reply (SSE,
         # a synchronous send) holds one while it blocks, so the pool must be sized for
         # them, not for request concurrency.

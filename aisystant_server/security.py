@@ -36,6 +36,12 @@ def verify_password(password, stored_hash):
         passwords.verify(password, _DUMMY_HASH)
         return False, None
     try:
+        if stored_hash.startswith("$2"):
+            # The original product's bcrypt silently used a password's first 72 bytes;
+            # bcrypt 5 refuses longer ones. Verify what the original verified, and
+            # rehash the whole password (with argon2id) for the logins to come.
+            valid = passwords.verify(password.encode("utf-8")[:72], stored_hash)
+            return valid, (hash_password(password) if valid else None)
         return passwords.verify_and_update(password, stored_hash)
     except (ValueError, TypeError):
         log.warning("unreadable password hash; login refused")

@@ -18,7 +18,7 @@ from aisystant_server import events
 STREAM_KEY = "aisystant:reply:{}"
 KEEP_SECONDS = 3600
 FLUSH_SECONDS = 0.05
-BLOCK_MS = 15_000
+BLOCK_MS = 5_000
 
 
 def stream_key(message_id):

@@ -22,11 +22,15 @@ def validate_json(schema, request):
             raise UnsupportedMediaType()
         try:
             data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise ValidationFailed(Msg("invalid_json")) from None
     if not isinstance(data, dict):
         raise ValidationFailed(Msg("json_object_expected"))
-    bad = _first_bad_string(data)
+    try:
+        bad = _first_bad_string(data)
+    except RecursionError:
+        # No field of ours nests; a body nested a thousand deep is not one of ours.
+        raise ValidationFailed(Msg("invalid_json")) from None
     if bad is not None:
         raise ValidationFailed(details={bad: Msg("field_bad_characters")})
     return deserialize(schema, data)

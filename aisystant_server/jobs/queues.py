@@ -14,7 +14,9 @@ REPLIES = "replies"
 TITLES = "titles"
 QUEUES = (REPLIES, TITLES)
 QUEUED_KEY = "aisystant:reply-queued:{}"
-QUEUED_SECONDS = 3600
+# Longer than a reply normally waits in the queue; if it waits longer, the reaper may
+# enqueue it twice, which is harmless (the lease and the claim let one attempt run).
+QUEUED_SECONDS = 600
 
 
 def reply_job_timeout(settings):
@@ -26,12 +28,13 @@ def reply_job_timeout(settings):
 def enqueue_reply(redis, settings, reply_id):
     from aisystant_server.jobs.replies import generate_reply
 
-    redis.set(QUEUED_KEY.format(reply_id), 1, ex=QUEUED_SECONDS)
     Queue(REPLIES, connection=redis).enqueue(
         generate_reply, reply_id, job_id=f"reply-{reply_id}-{uuid.uuid4().hex[:8]}",
         job_timeout=reply_job_timeout(settings), result_ttl=3600, failure_ttl=7 * 86400,
         description=f"assistant reply {reply_id}",
     )
+    # After the enqueue: a failed enqueue must leave no marker, so the reaper retries it.
+    redis.set(QUEUED_KEY.format(reply_id), 1, ex=QUEUED_SECONDS)
 
 
 def enqueue_title(redis, reply_id):

@@ -18,7 +18,7 @@ from aisystant_server import events, present, streams
 from aisystant_server.i18n import Msg
 from aisystant_server.jobs.context import current
 from aisystant_server.jobs.queues import enqueue_title
-from aisystant_server.jobs.runtime import ReplyCancelled, runtime
+from aisystant_server.jobs.runtime import LeaseLost, ReplyCancelled, runtime
 from aisystant_server.llm import ModelError
 from aisystant_server.llm.prompt import SYSTEM_PROMPT, build_messages
 from aisystant_server.models import Message, MessageStatus
@@ -27,20 +27,24 @@ from aisystant_server.services import messages
 log = logging.getLogger(__name__)
 ASSISTANT = "AiSystant"
 MAX_BACKOFF_SECONDS = 30.0
+# Attempts lost with their worker, before a reply is given up as failed (never a loop).
+MAX_ATTEMPTS = 5
 
 
 def generate_reply(reply_id):
     context = current()
     keeper = runtime(context)
-    if not keeper.acquire(reply_id):
+    token = keeper.acquire(reply_id)
+    if token is None:
         return "another attempt is running"
     try:
         return _produce(context, reply_id)
-    except ShutDownImminentException:
-        # The worker is stopping: leave the reply in flight for another worker's reaper.
+    except (ShutDownImminentException, LeaseLost):
+        # The worker is stopping, or another attempt may own the reply now: leave the
+        # row to whoever holds (or, via the reaper, next takes) the lease.
         raise
     finally:
-        keeper.release(reply_id)
+        keeper.release(reply_id, token)
 
 
 def _produce(context, reply_id):
@@ -52,27 +56,38 @@ def _produce(context, reply_id):
     attempt, conversation_id, meta = claimed.attempt, claimed.conversation_id, dict(claimed.meta or {})
     settings, redis = context.settings, context.redis
     language = meta.get("language", "fr")
-    writer = streams.ReplyWriter(redis, reply_id, conversation_id)
     typing = {"conversation_id": conversation_id, "username": ASSISTANT}
-    events.emit(redis, "typing", typing, conversation_id)
     started = time.monotonic()
+    writer = None
     try:
+        writer = streams.ReplyWriter(redis, reply_id, conversation_id)
+        events.emit(redis, "typing", typing, conversation_id)
+        if attempt > MAX_ATTEMPTS:
+            raise ModelError("too_many_attempts", f"{attempt - 1} attempts were lost or failed")
         if context.provider is None:
             raise ModelError("not_configured", "no model is configured")
         completion = _stream_with_retries(context, writer, build_messages(
             history, question, settings["aisystant.history_token_budget"]))
         writer.flush()
     except ReplyCancelled:
-        # The cancel endpoint has already stored the reply as cancelled, with its text.
-        writer.flush()
+        # The cancel endpoint stored the reply as cancelled and ended its stream; if this
+        # attempt's start reset the stream after that, end it again for its readers.
+        with context.session_factory() as session:
+            reply = session.get(Message, reply_id)
+            if reply is not None:
+                streams.finish(redis, reply_id, "done", present.message(reply))
         return "cancelled"
-    except ModelError as error:
-        writer.flush()
-        log.warning("reply %s failed for good: %s", reply_id, error)
+    except (ShutDownImminentException, LeaseLost):
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure must end the reply, not loop it
+        if not isinstance(error, ModelError):
+            log.exception("reply %s failed", reply_id)
+        if writer is not None:
+            writer.flush()
         human = Msg("llm_failed").render(language)
-        meta.update(error={"code": "llm_failed", "message": human, "detail": str(error)},
+        meta.update(error={"code": "llm_failed", "message": human, "detail": str(error)[:500]},
                     duration_ms=_ms(started))
-        return _end(context, reply_id, attempt, MessageStatus.ERROR, writer.text, meta,
+        return _end(context, reply_id, attempt, MessageStatus.ERROR, writer.text if writer else "", meta,
                     error={"code": "llm_failed", "message": human})
     finally:
         events.emit(redis, "stop_typing", typing, conversation_id)

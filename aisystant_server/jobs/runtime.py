@@ -1,8 +1,11 @@
 """Keeping replies alive, stoppable and never lost, in whichever process runs them.
 
-- Lease: a reply being produced holds `aisystant:lease:{id}` in Redis, refreshed by one
-  greenlet for every reply of the process. A process that dies (SIGKILL, OOM, power)
-  stops refreshing; its leases expire after `lease_seconds`.
+- Lease: a reply being produced holds `aisystant:lease:{id}` in Redis, valued with its
+  attempt's own token and refreshed by one greenlet for every reply of the process. A
+  process that dies (SIGKILL, OOM, power) stops refreshing; its leases expire after
+  `lease_seconds`. Refresh and release compare the token first (one Lua script each), so
+  an attempt never extends or frees its successor's lease, and an attempt that finds its
+  lease gone (Redis lost it, its process stalled) stops itself instead of competing.
 - Reaper: every `reaper_interval`, one process (a Redis lock elects it) looks for replies
   still in flight that have not moved for a while, hold no lease and wait in no queue:
   their job was lost, so it is enqueued again. RQ's own detection of abandoned jobs
@@ -14,6 +17,7 @@ duplicate attempt harmless (see services/messages.py).
 """
 
 import logging
+import uuid
 from datetime import timedelta
 
 import gevent
@@ -27,10 +31,18 @@ log = logging.getLogger(__name__)
 LEASE_KEY = "aisystant:lease:{}"
 CANCEL_CHANNEL = "aisystant:cancel"
 REAPER_LOCK = "aisystant:reaper-lock"
+REFRESH_IF_OWNED = """if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('EXPIRE', KEYS[1], ARGV[2]) else return 0 end"""
+DELETE_IF_OWNED = """if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1]) else return 0 end"""
 
 
 class ReplyCancelled(Exception):
     """Thrown into a reply's greenlet when its user cancels it."""
+
+
+class LeaseLost(Exception):
+    """Thrown into a reply's greenlet when another attempt may have taken the reply over."""
 
 
 class Runtime:
@@ -39,35 +51,40 @@ class Runtime:
         self.redis = context.redis
         self.lease_seconds = context.settings["worker.lease_seconds"]
         self.reaper_interval = context.settings["worker.reaper_interval"]
-        self.in_flight = {}  # reply id -> greenlet producing it
+        self.in_flight = {}  # reply id -> (lease token, greenlet producing it)
         self.greenlets = []
+        self._refresh_if_owned = self.redis.register_script(REFRESH_IF_OWNED)
+        self._delete_if_owned = self.redis.register_script(DELETE_IF_OWNED)
 
     # leases
 
     def acquire(self, reply_id):
-        """Take the reply's lease, or False if a live attempt holds it."""
-        if not self.redis.set(LEASE_KEY.format(reply_id), 1, nx=True, ex=self.lease_seconds):
-            return False
+        """Take the reply's lease: its token, or None if a live attempt holds it."""
+        token = uuid.uuid4().hex
+        if not self.redis.set(LEASE_KEY.format(reply_id), token, nx=True, ex=self.lease_seconds):
+            return None
         self.redis.delete(QUEUED_KEY.format(reply_id))
-        self.in_flight[reply_id] = gevent.getcurrent()
-        return True
+        self.in_flight[reply_id] = (token, gevent.getcurrent())
+        return token
 
-    def release(self, reply_id):
-        self.in_flight.pop(reply_id, None)
-        self.redis.delete(LEASE_KEY.format(reply_id))
+    def release(self, reply_id, token):
+        if self.in_flight.get(reply_id, (None,))[0] == token:
+            del self.in_flight[reply_id]
+        self._delete_if_owned(keys=[LEASE_KEY.format(reply_id)], args=[token])
 
     def _refresh_leases(self):
         while True:
             gevent.sleep(self.lease_seconds / 3)
-            if not self.in_flight:
-                continue
-            try:
-                pipe = self.redis.pipeline(transaction=False)
-                for reply_id in list(self.in_flight):
-                    pipe.expire(LEASE_KEY.format(reply_id), self.lease_seconds)
-                pipe.execute()
-            except redis_lib.RedisError:
-                log.exception("could not refresh reply leases")
+            for reply_id, (token, greenlet) in list(self.in_flight.items()):
+                try:
+                    owned = self._refresh_if_owned(keys=[LEASE_KEY.format(reply_id)],
+                                                   args=[token, self.lease_seconds])
+                except redis_lib.RedisError:
+                    log.exception("could not refresh the lease of reply %s", reply_id)
+                    continue
+                if not owned:
+                    log.warning("reply %s lost its lease: stopping this attempt", reply_id)
+                    greenlet.kill(LeaseLost(), block=False)
 
     # cancel
 
@@ -79,7 +96,7 @@ class Runtime:
                 while True:
                     message = pubsub.get_message(timeout=1.0)
                     if message:
-                        greenlet = self.in_flight.get(int(message["data"]))
+                        _, greenlet = self.in_flight.get(int(message["data"]), (None, None))
                         if greenlet is not None:
                             greenlet.kill(ReplyCancelled(), block=False)
             except redis_lib.RedisError:

@@ -10,7 +10,12 @@ from aisystant_server.security import hash_password, verify_password
 
 
 def find_by_email(db, email):
-    return db.scalars(sa.select(User).where(sa.func.lower(User.email) == email.lower())).first()
+    # Case-insensitive, but the original product's unique index was not: should two
+    # legacy accounts differ only in case, the exact spelling wins.
+    return db.scalars(
+        sa.select(User).where(sa.func.lower(User.email) == email.lower())
+        .order_by((User.email == email).desc(), User.id)
+    ).first()
 
 
 def register(db, *, username, email, password, avatar_url=None):

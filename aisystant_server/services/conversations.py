@@ -3,15 +3,16 @@
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
 from aisystant_server.db import utcnow
 from aisystant_server.errors import ValidationFailed
 from aisystant_server.i18n import Msg
-from aisystant_server.models import Conversation, Message
+from aisystant_server.models import Conversation, Message, MessageStatus
 
+MAX_ID = 2**31 - 1
 
 def get_for_user(db, user_id, conversation_id):
     return db.scalars(
@@ -37,6 +38,11 @@ def rename(db, conversation, title):
     conversation.updated_at = utcnow()
     db.flush()
     return conversation
+
+
+def replies_in_flight(db, conversation_id):
+    return list(db.scalars(sa.select(Message.id).where(
+        Message.conversation_id == conversation_id, Message.status.in_(MessageStatus.in_flight()))))
 
 
 def delete(db, conversation):
@@ -79,10 +85,11 @@ def decode_cursor(cursor):
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         updated_at, conversation_id = json.loads(raw)
         moment = datetime.fromisoformat(updated_at)
-        if moment.tzinfo is None or not isinstance(conversation_id, int):
+        if (moment.tzinfo is None or not 1970 <= moment.year <= 9999 or type(conversation_id) is not int
+                or not 0 < conversation_id <= MAX_ID):
             raise ValueError(cursor)
-        return moment, conversation_id
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        return moment.astimezone(timezone.utc), conversation_id
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error, UnicodeDecodeError):
         raise ValidationFailed(details={"cursor": Msg("field_cursor")}) from None
 
 

@@ -24,12 +24,11 @@ def register(request):
 def login(request):
     data = validate_json(LoginSchema(), request)
     throttle = login_throttle(request, data["email"])
-    throttle.check()
+    throttle.attempt()
     user = accounts.authenticate(request.db, data["email"], data["password"])
     if user is None:
-        throttle.record_failure()
         raise InvalidCredentials()
-    throttle.clear_account()
+    throttle.succeeded()
     token = request.registry["tokens"].issue(user)
     return ok(request, {"user": present.user(user), "token": token}, Msg("logged_in"))
 

@@ -46,12 +46,14 @@ def send(context, request):
     if not wait:
         return ok(request, data, status=202)
 
-    outcome = _wait_for_end(redis, reply.id, settings["aisystant.reply_wait_seconds"])
-    reply = request.db.get(Message, reply.id)
-    data["assistantMessage"] = present.message(reply)
-    if reply.status == MessageStatus.ERROR:
-        raise LLMFailed(Msg("llm_failed"), details={"assistant_message_id": reply.id})
-    return ok(request, data, status=200 if outcome != "timeout" and reply.status == MessageStatus.COMPLETE else 202)
+    outcome = _wait_for_end(request, reply.id, settings["aisystant.reply_wait_seconds"])
+    answer = _load(request.registry, reply.id)
+    if answer is None:
+        raise NotFound(Msg("conversation_not_found"))  # deleted while the reply was on its way
+    data["assistantMessage"] = answer
+    if answer["status"] == MessageStatus.ERROR:
+        raise LLMFailed(Msg("llm_failed"), details={"assistant_message_id": answer["id"]})
+    return ok(request, data, status=200 if outcome != "timeout" and answer["status"] == MessageStatus.COMPLETE else 202)
 
 
 def _commit(request):
@@ -68,11 +70,42 @@ def _announce(redis, settings, data):
     enqueue_reply(redis, settings, data["assistantMessage"]["id"])
 
 
-def _wait_for_end(redis, reply_id, timeout):
-    for kind, _, _ in streams.read(redis, reply_id, after_index=2**62, timeout=timeout):
+def _wait_for_end(request, reply_id, timeout):
+    for kind, _, _ in streams.read(request.redis, reply_id, after_index=2**62, timeout=timeout):
         if kind in ("done", "error", "timeout"):
             return kind
+        if kind == "idle" and _ended(request.registry, reply_id, None) is not None:
+            return "done"
     return "timeout"
+
+
+def _load(registry, message_id):
+    """The message as the database has it now, or None. A session of its own: the
+    request's may still read from a snapshot taken before the reply was written
+    (SQLite keeps a connection's read snapshot)."""
+    with registry["db.session_factory"]() as session:
+        message = session.get(Message, message_id)
+        return None if message is None else present.message(message)
+
+
+def _ended(registry, reply_id, not_found):
+    """How a reply ended, from the database, for readers whose stream went quiet: its
+    final event, an error if it was deleted, or None while it is still in flight. (The
+    stream is the fast path; this is the safety net for a stream that will never end,
+    e.g. its conversation was deleted meanwhile.)"""
+    message = _load(registry, reply_id)
+    if message is None:
+        return "error", not_found
+    if message["status"] in MessageStatus.in_flight():
+        return None
+    return _final_event(message)
+
+
+def _final_event(message):
+    error = (message["metadata"] or {}).get("error")
+    if message["status"] == MessageStatus.ERROR and error:
+        return "error", {"code": error["code"], "message": error["message"]}
+    return "done", message
 
 
 def _reply(context):
@@ -91,8 +124,10 @@ def stream(context, request):
     else:
         events_iter = streams.read(request.redis, reply.id, after_index=after)
     unavailable = {"code": "service_unavailable", "message": translate(request, Msg("service_unavailable"))}
-    response = Response(app_iter=_sse(events_iter, unavailable), content_type="text/event-stream",
-                        charset="utf-8")
+    not_found = {"code": "not_found", "message": translate(request, Msg("conversation_not_found"))}
+    registry, reply_id = request.registry, reply.id
+    response = Response(app_iter=_sse(events_iter, unavailable, lambda: _ended(registry, reply_id, not_found)),
+                        content_type="text/event-stream", charset="utf-8")
     response.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return response
 
@@ -110,14 +145,11 @@ def _replay_from_database(message, after):
     """A reply that ended long ago: its whole text as one delta, then its end."""
     if message["content"] and after < 0:
         yield "delta", 0, message["content"]
-    error = (message["metadata"] or {}).get("error")
-    if message["status"] == MessageStatus.ERROR and error:
-        yield "error", None, {"code": error["code"], "message": error["message"]}
-    else:
-        yield "done", None, message
+    kind, data = _final_event(message)
+    yield kind, None, data
 
 
-def _sse(events_iter, unavailable):
+def _sse(events_iter, unavailable, ended):
     yield b"retry: 2000\n\n"
     try:
         for kind, index, data in events_iter:
@@ -128,6 +160,10 @@ def _sse(events_iter, unavailable):
                 yield _sse_event(kind, data)
                 return
             else:
+                final = ended()
+                if final is not None:
+                    yield _sse_event(*final)
+                    return
                 yield b": keep-alive\n\n"
     except redis.RedisError:
         # The headers are sent: the failure can only be told in the stream. The client

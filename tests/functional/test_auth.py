@@ -142,6 +142,23 @@ def test_repeated_failures_from_one_address_are_throttled_across_accounts(testap
     assert_error(response, 429, "rate_limited")
 
 
+def test_parallel_guesses_cannot_all_pass_the_login_throttle(testapp, account):
+    import concurrent.futures
+
+    def guess(attempt):
+        return testapp.post_json("/api/auth/login", {"email": account.email, "password": f"guess {attempt}"},
+                                 status="*", extra_environ={"REMOTE_ADDR": f"198.51.100.{attempt}"}).status_int
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        statuses = list(pool.map(guess, range(10)))
+    assert statuses.count(401) == 5 and statuses.count(429) == 5
+
+
+def test_successful_logins_from_one_address_are_not_throttled(testapp, account):
+    for _ in range(8):
+        testapp.post_json("/api/auth/login", {"email": account.email, "password": account.password}, status=200)
+
+
 def test_forged_forwarded_for_headers_do_not_escape_the_login_throttle(testapp):
     for attempt in range(5):
         testapp.post_json("/api/auth/login", {"email": f"guess{attempt}@example.com", "password": "wrong pass"},
@@ -150,11 +167,13 @@ def test_forged_forwarded_for_headers_do_not_escape_the_login_throttle(testapp):
                       headers={"X-Forwarded-For": "192.0.2.200"}, status=429)
 
 
-def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(make_app):
+def test_behind_a_trusted_proxy_the_address_our_proxy_saw_is_the_client(make_app):
     testapp = make_app(**{"aisystant.trust_proxy": "true"})
     for attempt in range(5):
         testapp.post_json("/api/auth/login", {"email": f"guess{attempt}@example.com", "password": "wrong pass"},
-                          headers={"X-Forwarded-For": "192.0.2.1"}, status=401)
+                          headers={"X-Forwarded-For": f"10.9.9.{attempt}, 192.0.2.1"}, status=401)
+    testapp.post_json("/api/auth/login", {"email": "guess9@example.com", "password": "wrong pass"},
+                      headers={"X-Forwarded-For": "10.9.9.99, 192.0.2.1"}, status=429)
     testapp.post_json("/api/auth/login", {"email": "guess9@example.com", "password": "wrong pass"},
                       headers={"X-Forwarded-For": "192.0.2.2"}, status=401)
 

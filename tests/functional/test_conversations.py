@@ -149,8 +149,21 @@ def test_unicode_titles_are_kept_as_sent(testapp, account):
     assert create(testapp, account, title)["title"] == title
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=-5", "limit=101", "limit=abc", "limit=1e3",
-                                   "limit=99999999999999999999", "cursor=not-base64!", "cursor=eyJhIjoxfQ"])
+def _cursor(value):
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("query", [
+    "limit=0", "limit=-5", "limit=101", "limit=abc", "limit=1e3", "limit=99999999999999999999",
+    "cursor=not-base64!", "cursor=eyJhIjoxfQ",
+    "cursor=" + _cursor(["2026-01-01T00:00:00+00:00", True]),
+    "cursor=" + _cursor(["2026-01-01T00:00:00+00:00", 10**20]),
+    "cursor=" + _cursor(["0001-01-01T00:00:00+14:00", 5]),
+    "cursor=" + _cursor(["2026-01-01T00:00:00", 5]),
+])
 def test_bad_list_parameters_are_400(testapp, account, query):
     response = testapp.get(f"/api/chat/conversations?{query}", headers=account.headers, status=400)
     assert_error(response, 400, "validation_failed")

@@ -27,6 +27,13 @@ def test_malformed_json_is_a_400(testapp, body):
     assert_error(response, 400, "validation_failed")
 
 
+@pytest.mark.parametrize("body", [b"[" * 3000 + b"]" * 3000, b'{"a": ' + b"[" * 990 + b"]" * 990 + b"}"],
+                         ids=["deep-array", "deep-in-object"])
+def test_absurdly_nested_json_is_a_400_not_a_500(testapp, body):
+    response = testapp.post("/api/auth/login", body, content_type="application/json", status=400)
+    assert_error(response, 400, "validation_failed")
+
+
 @pytest.mark.parametrize("body", [b"[]", b'"text"', b"42", b"null", b"true"])
 def test_json_that_is_not_an_object_is_a_400(testapp, body):
     response = testapp.post("/api/auth/register", body, content_type="application/json", status=400)

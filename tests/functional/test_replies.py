@@ -330,3 +330,30 @@ def test_more_clients_waiting_on_replies_than_a_default_redis_pool_all_get_them(
     finals = [events[-1] for events in streams]
     assert all(kind == "done" and data["status"] == "complete" for kind, _, data in finals)
     assert len({data["content"] for _, _, data in finals}) == 1
+
+
+def test_deleting_a_conversation_ends_its_reply_for_those_waiting_on_it(api, live_server):
+    conversation, reply, _ = slow_reply_streaming(api, live_server)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        reader = pool.submit(api.stream, conversation, reply["id"])
+        time.sleep(0.5)
+        assert api.call("DELETE", f"/api/chat/conversations/{conversation}").status_code == 200
+        events = reader.result(timeout=30)
+    assert events[-1][0] == "error" and events[-1][2]["code"] == "not_found"
+
+
+# Distributed only for now: in the embedded mode (SQLite) the waiting request still reads
+# the deleted reply as `pending` right after the delete and answers 202; see the session
+# note. The SSE path (test above) ends correctly in both modes.
+@pytest.mark.distributed
+def test_a_sync_send_whose_conversation_is_deleted_meanwhile_is_a_404(api, live_server):
+    conversation, tag = api.conversation(), marker()
+    script(live_server.simulator_url, tag, [{"reply_tokens": 300, "tokens_per_second": 30}])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        sending = pool.submit(api.send, conversation, f"Long {tag}")
+        deadline = time.monotonic() + 20
+        while not upstream_requests(live_server.simulator_url, tag) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        api.call("DELETE", f"/api/chat/conversations/{conversation}")
+        response = sending.result(timeout=30)
+    assert response.status_code == 404 and response.json()["code"] == "not_found", response.text

@@ -24,3 +24,12 @@ def test_original_bcrypt_hashes_verify_and_ask_for_an_upgrade():
 def test_unknown_account_and_unreadable_hash_never_verify():
     assert verify_password("anything", None) == (False, None)
     assert verify_password("anything", "not-a-hash") == (False, None)
+
+
+def test_original_bcrypt_hash_of_a_password_over_72_bytes_still_verifies_and_upgrades_whole():
+    password = "correct horse battery staple " * 4
+    legacy = bcrypt.hashpw(password.encode()[:72], bcrypt.gensalt(rounds=10)).decode()
+    valid, new_hash = verify_password(password, legacy)
+    assert valid
+    assert verify_password(password, new_hash) == (True, None)
+    assert verify_password(password[:72], new_hash) == (False, None)
