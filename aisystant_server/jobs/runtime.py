@@ -72,7 +72,7 @@ class Runtime:
             del self.in_flight[reply_id]
         self._delete_if_owned(keys=[LEASE_KEY.format(reply_id)], args=[token])
 
-    def _refresh_leases(self):
+    def keep_leases(self):
         while True:
             gevent.sleep(self.lease_seconds / 3)
             for reply_id, (token, greenlet) in list(self.in_flight.items()):
@@ -135,7 +135,7 @@ class Runtime:
     def start(self):
         """Start the lease, cancel and reaper greenlets (once per process)."""
         if not self.greenlets:
-            self.greenlets = [gevent.spawn(self._refresh_leases), gevent.spawn(self._listen_for_cancels),
+            self.greenlets = [gevent.spawn(self.keep_leases), gevent.spawn(self._listen_for_cancels),
                               gevent.spawn(self._reap_forever)]
         return self
 

@@ -2,6 +2,7 @@ import concurrent.futures
 import json
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
@@ -357,3 +358,25 @@ def test_a_sync_send_whose_conversation_is_deleted_meanwhile_is_a_404(api, live_
         api.call("DELETE", f"/api/chat/conversations/{conversation}")
         response = sending.result(timeout=30)
     assert response.status_code == 404 and response.json()["code"] == "not_found", response.text
+
+
+def test_a_reply_lost_too_many_times_ends_in_error_instead_of_looping(api, live_server):
+    conversation, tag = api.conversation(), marker()
+    engine = sa.create_engine(live_server.database_url)
+    with engine.begin() as connection:
+        user_id = connection.execute(sa.text("SELECT user_id FROM conversations WHERE id = :c"),
+                                     {"c": conversation}).scalar()
+        question = connection.execute(sa.text(
+            "INSERT INTO messages (conversation_id, user_id, role, content, status) "
+            "VALUES (:c, :u, 'user', :q, 'complete') RETURNING id"), {"c": conversation, "u": user_id,
+                                                                     "q": f"Cursed {tag}"}).scalar()
+        # As five lost attempts leave it: streaming, attempt 5, untouched for a while, no lease.
+        connection.execute(sa.text(
+            "INSERT INTO messages (conversation_id, role, content, status, reply_to_id, attempt, updated_at) "
+            "VALUES (:c, 'assistant', '', 'streaming', :q, 5, :t)"),
+            {"c": conversation, "q": question, "t": datetime.now(timezone.utc) - timedelta(minutes=5)})
+    engine.dispose()
+    reply = api.messages(conversation)[-1]
+    final = api.wait_for(conversation, reply["id"], timeout=30)
+    assert final["status"] == "error" and final["metadata"]["error"]["code"] == "llm_failed"
+    assert upstream_requests(live_server.simulator_url, tag) == []
