@@ -43,16 +43,8 @@ class InvalidCredentials(AppError):
     status, code, message_key = 401, "invalid_credentials", "invalid_credentials"
 
 
-class Forbidden(AppError):
-    status, code, message_key = 403, "forbidden", "forbidden"
-
-
 class NotFound(AppError):
     status, code, message_key = 404, "not_found", "not_found"
-
-
-class MethodNotAllowed(AppError):
-    status, code, message_key = 405, "method_not_allowed", "method_not_allowed"
 
 
 class Conflict(AppError):
@@ -82,10 +74,6 @@ class LLMFailed(AppError):
 
 class LLMNotConfigured(AppError):
     status, code, message_key = 503, "llm_not_configured", "service_unavailable"
-
-
-class ServiceUnavailable(AppError):
-    status, code, message_key = 503, "service_unavailable", "service_unavailable"
 
 
 def envelope_response(request, status, code, message, details=None, headers=None):

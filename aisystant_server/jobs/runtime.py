@@ -139,10 +139,6 @@ class Runtime:
                               gevent.spawn(self._reap_forever)]
         return self
 
-    def stop(self):
-        gevent.killall(self.greenlets, block=False)
-        self.greenlets = []
-
 
 _runtime = None
 
