@@ -39,10 +39,6 @@ def generate_reply(reply_id):
         return "another attempt is running"
     try:
         return _produce(context, reply_id)
-    except (ShutDownImminentException, LeaseLost):
-        # The worker is stopping, or another attempt may own the reply now: leave the
-        # row to whoever holds (or, via the reaper, next takes) the lease.
-        raise
     finally:
         keeper.release(reply_id, token)
 
@@ -78,6 +74,8 @@ def _produce(context, reply_id):
                 streams.finish(redis, reply_id, "done", present.message(reply))
         return "cancelled"
     except (ShutDownImminentException, LeaseLost):
+        # The worker is stopping, or another attempt may own the reply now: leave the
+        # row to whoever holds (or, via the reaper, next takes) the lease.
         raise
     except Exception as error:  # noqa: BLE001 - any failure must end the reply, not loop it
         if not isinstance(error, ModelError):
