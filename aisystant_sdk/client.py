@@ -329,11 +329,15 @@ class Client:
         response = self._request(method, path, **kwargs)
         return self._envelope(response).get("data")
 
-    def _envelope(self, response: requests.Response) -> dict[str, Any]:
+    @staticmethod
+    def _json_body(response: requests.Response) -> Any:
         try:
-            body = response.json()
+            return response.json()
         except ValueError:
-            body = None
+            return None
+
+    def _envelope(self, response: requests.Response) -> dict[str, Any]:
+        body = self._json_body(response)
         if not isinstance(body, dict) or "success" not in body:
             raise self._protocol_error(response, "AiSystant's JSON envelope")
         if body.get("success") is False:
@@ -342,10 +346,7 @@ class Client:
 
     def _error(self, response: requests.Response, body: Any = None) -> AisystantError:
         if body is None:
-            try:
-                body = response.json()
-            except ValueError:
-                body = None
+            body = self._json_body(response)
         if not isinstance(body, dict) or "success" not in body:
             return self._protocol_error(response, "AiSystant's JSON envelope")
         details = body.get("details")

@@ -4,7 +4,7 @@ import uuid
 import jwt
 import pytest
 
-from tests.functional.conftest import TEST_JWT_SECRET, register
+from tests.functional.conftest import TEST_JWT_SECRET
 
 
 def assert_error(response, status, code):
