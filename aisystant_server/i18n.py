@@ -47,6 +47,26 @@ CATALOG = {
         "Aucun modèle n'est configuré sur ce serveur (ANTHROPIC_API_KEY) : votre message est enregistré.",
         "No model is configured on this server (ANTHROPIC_API_KEY): your message was saved.",
     ),
+    "llm_rejected": (
+        "Le modèle a refusé la requête : {detail}",
+        "The model refused the request: {detail}",
+    ),
+    "llm_key_refused": (
+        "La clé d'API du modèle configurée sur ce serveur est refusée (ANTHROPIC_API_KEY) : prévenez son opérateur.",
+        "The model API key configured on this server is refused (ANTHROPIC_API_KEY): tell its operator.",
+    ),
+    "llm_model_unknown": (
+        "Le modèle {model} n'existe pas ou n'est pas accessible avec cette clé (CLAUDE_MODEL).",
+        "The model {model} does not exist or is not available with this key (CLAUDE_MODEL).",
+    ),
+    "llm_interrupted": (
+        "La réponse a été interrompue trop de fois (serveurs redémarrés) : renvoyez la question.",
+        "The reply was interrupted too many times (servers restarted): send the question again.",
+    ),
+    "reply_failed": (
+        "La réponse a échoué à cause d'une erreur interne du serveur.",
+        "The reply failed because of an internal server error.",
+    ),
     "reply_finished": ("Cette réponse est déjà terminée.", "This reply has already finished."),
     "not_a_reply": ("Ce message n'est pas une réponse de l'assistant.", "This message is not an assistant reply."),
     "message_too_long": (

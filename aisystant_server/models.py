@@ -44,8 +44,15 @@ def _check_in(column, enum_cls):
     return f"{column} IN ({values})"
 
 
+# SQLite hands out max(rowid) + 1 unless a table is AUTOINCREMENT: deleting the newest
+# rows would free their ids for someone else's, while Redis streams, queued jobs and
+# leases still know them by those ids. PostgreSQL's sequences never go back.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(sa.String(50), unique=True)
@@ -59,7 +66,7 @@ class User(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
-    __table_args__ = (sa.Index("ix_conversations_user_activity", "user_id", "updated_at", "id"),)
+    __table_args__ = (sa.Index("ix_conversations_user_activity", "user_id", "updated_at", "id"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -77,6 +84,7 @@ class Message(Base):
         sa.CheckConstraint(_check_in("role", MessageRole), name="role"),
         sa.CheckConstraint(_check_in("status", MessageStatus), name="status"),
         sa.Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -1,92 +1,181 @@
-"""A reply's stream: its deltas, then `done` or `error`, in a Redis Stream per reply.
+"""A reply's stream: its text as indexed events, then `done` or `error`, in a Redis Stream.
 
-The waiting REST request, the SSE endpoint (and later Socket.IO) read the same stream,
+The waiting REST request, the SSE endpoint and Socket.IO clients read the same stream,
 so they agree on what was said; a reader that connects late, or again, reads it from
 the start or from the index it last saw. It is kept for a while after the end so a
 finished reply replays; past that, the database has the final message.
 
-Writers coalesce deltas: the first piece of text goes out at once (time to first
-token is what a user feels), later pieces at most every `FLUSH_SECONDS`, so a fast
-model costs tens of writes a second per reply instead of hundreds.
+The rules that let every reader, fresh or resuming, end with exactly the stored text:
+
+- The key names the row, not just its id (`aisystant:reply:<id>:<created_at>`): a stream
+  can never be read as another reply's, whatever became of the ids.
+- Indices never restart. A `delta` appends text; a `reset` (`{index, text}`) replaces
+  all the text so far. A new attempt (its worker was lost) continues the stream after
+  its last index, with the text already streamed as the model's prefix, so readers
+  notice nothing. Where that text is unknown (Redis lost the stream), the attempt opens
+  with a `reset` at an index no earlier attempt can have reached.
+- A write that fails (Redis away) is not lost: the text stays buffered, and the next
+  write that gets through is a `reset` carrying the whole text, since Redis may have
+  come back without the earlier entries.
+
+Writers coalesce deltas: the first piece of text goes out at once (time to first token
+is what a user feels), later pieces at most every `FLUSH_SECONDS`, so a fast model
+costs tens of writes a second per reply instead of hundreds.
 """
 
 import json
+import logging
 import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import redis as redis_lib
 
 from aisystant_server import events
 
-STREAM_KEY = "aisystant:reply:{}"
+log = logging.getLogger(__name__)
 KEEP_SECONDS = 3600
+# A deleted reply's stream stays just long enough for its readers to learn it is gone.
+GONE_KEEP_SECONDS = 60
 FLUSH_SECONDS = 0.05
 BLOCK_MS = 5_000
+# Above any index an attempt can reach (one per coalesced write): where an attempt
+# cannot know the indices of the one before, it starts past them.
+INDEX_STRIDE = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def stream_key(message_id):
-    return STREAM_KEY.format(message_id)
+@dataclass(frozen=True)
+class ReplyRef:
+    """What names one reply row for everything kept outside the database."""
+
+    id: int
+    conversation_id: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, message):
+        return cls(message.id, message.conversation_id, message.created_at)
+
+    @property
+    def key(self):
+        micros = (self.created_at - _EPOCH) // timedelta(microseconds=1)
+        return f"aisystant:reply:{self.id}:{micros}"
+
+
+def replay(entries):
+    """(text, next index) from a stream's entries, as a reader would end up with."""
+    text, next_index = "", 0
+    for _, fields in entries:
+        kind = fields[b"type"]
+        if kind == b"delta":
+            text += fields[b"delta"].decode()
+        elif kind == b"reset":
+            text = fields[b"text"].decode()
+        else:
+            continue
+        next_index = int(fields[b"index"]) + 1
+    return text, next_index
 
 
 class ReplyWriter:
-    """Appends one reply's deltas to its stream and emits each as `message_delta`."""
+    """Appends one attempt's text to its reply's stream and emits it to socket clients."""
 
-    def __init__(self, redis, message_id, conversation_id):
-        self.redis, self.key = redis, stream_key(message_id)
-        self.message_id, self.conversation_id = message_id, conversation_id
-        self.index, self.buffer, self.last_flush, self.parts = 0, [], 0.0, []
+    def __init__(self, redis, reply, attempt):
+        self.redis, self.reply = redis, reply
+        entries = redis.xrange(reply.key)
+        # Text an earlier attempt streamed: this attempt continues it (see `prefix`).
+        self.prefix, self.index = replay(entries)
+        self.parts, self.buffer, self.last_flush = [self.prefix], [], 0.0
         self.first_text_at = None
-        # A new attempt starts the stream over (see README: lost workers).
-        self.redis.delete(self.key)
+        self._reset_due = not entries and attempt > 1
+        if self._reset_due:
+            self.index = (attempt - 1) * INDEX_STRIDE
+            self.flush(force=True)
+        # The model is asked to continue the prefix stripped of its trailing whitespace
+        # (the API refuses it); that whitespace was shown already, so it is not repeated.
+        self._skip_spaces = len(self.prefix) - len(self.prefix.rstrip())
+
+    @property
+    def model_prefix(self):
+        """The assistant text the model must continue, or "" for a fresh reply."""
+        return self.prefix.rstrip()
 
     def write(self, text):
+        while self._skip_spaces and text and text[0].isspace():
+            text, self._skip_spaces = text[1:], self._skip_spaces - 1
         if not text:
             return
-        if self.first_text_at is None:
+        self._skip_spaces = 0
+        first = self.first_text_at is None
+        if first:
             self.first_text_at = time.monotonic()
         self.buffer.append(text)
-        if self.index == 0 or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
+        if first or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             self.flush()
 
-    def flush(self):
-        if not self.buffer:
+    def flush(self, force=False):
+        """Send what is buffered; on a Redis failure keep it for the next flush."""
+        if not self.buffer and not force:
             return
         delta = "".join(self.buffer)
-        self.buffer = []
+        if self._reset_due:
+            event, fields = "message_reset", {"type": "reset", "index": self.index, "text": self.text}
+            payload = {"index": self.index, "text": self.text}
+        else:
+            event, fields = "message_delta", {"type": "delta", "index": self.index, "delta": delta}
+            payload = {"index": self.index, "delta": delta}
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(self.reply.key, fields)
+            pipe.expire(self.reply.key, KEEP_SECONDS)
+            pipe.execute()
+        except redis_lib.RedisError as error:
+            if not self._reset_due:
+                log.warning("reply %s: stream write failed (%s); text kept for the next write", self.reply.id, error)
+            self._reset_due = True
+            return
         self.parts.append(delta)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(self.key, {"type": "delta", "index": self.index, "delta": delta})
-        pipe.expire(self.key, KEEP_SECONDS)
-        pipe.publish(events.CHANNEL, events.encode("message_delta", {
-            "conversation_id": self.conversation_id, "message_id": self.message_id,
-            "index": self.index, "delta": delta}, self.conversation_id))
-        pipe.execute()
+        self.buffer, self._reset_due = [], False
+        events.emit(self.redis, event, {"conversation_id": self.reply.conversation_id,
+                                        "message_id": self.reply.id, **payload}, self.reply.conversation_id)
         self.index += 1
         self.last_flush = time.monotonic()
 
     @property
     def started(self):
-        return bool(self.parts or self.buffer)
+        """True once this attempt has produced text (a retry would show a second beginning)."""
+        return self.first_text_at is not None
 
     @property
     def text(self):
         return "".join(self.parts) + "".join(self.buffer)
 
 
-def finish(redis, message_id, event_type, payload):
-    """Append the final `done` (payload: the message) or `error` ({code, message}) event."""
-    key = stream_key(message_id)
-    pipe = redis.pipeline()
-    pipe.xadd(key, {"type": event_type, "data": json.dumps(payload)})
-    pipe.expire(key, KEEP_SECONDS)
-    pipe.execute()
+def finish(redis, reply, event_type, payload, keep_seconds=KEEP_SECONDS):
+    """Append the final `done` (payload: the message) or `error` ({code, message}) event.
+
+    Best effort: if Redis is away, readers learn the end from the database.
+    """
+    try:
+        pipe = redis.pipeline()
+        pipe.xadd(reply.key, {"type": event_type, "data": json.dumps(payload)})
+        pipe.expire(reply.key, keep_seconds)
+        pipe.execute()
+    except redis_lib.RedisError as error:
+        log.warning("reply %s: could not end its stream (%s); readers will find the end in the database",
+                    reply.id, error)
 
 
-def read(redis, message_id, after_index=-1, timeout=None):
-    """Yield (type, index, data) events from the start, skipping deltas up to `after_index`;
-    ends after `done`/`error`, or yields ("timeout", None, None) when nothing came in time."""
-    key, last_id = stream_key(message_id), "0"
+def read(redis, reply, after_index=-1, timeout=None):
+    """Yield (type, index, data) events from the start, skipping those up to `after_index`;
+    ends after `done`/`error`, or yields ("timeout", None, None) when nothing came in time.
+    `delta` data is the text, `reset` data the whole text so far."""
+    last_id = "0"
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         block = BLOCK_MS if deadline is None else max(1, int(min(BLOCK_MS / 1000, deadline - time.monotonic()) * 1000))
-        answer = redis.xread({key: last_id}, count=500, block=block)
+        answer = redis.xread({reply.key: last_id}, count=500, block=block)
         if not answer:
             if deadline is not None and time.monotonic() >= deadline:
                 yield "timeout", None, None
@@ -96,16 +185,22 @@ def read(redis, message_id, after_index=-1, timeout=None):
         for entry_id, fields in answer[0][1]:
             last_id = entry_id
             kind = fields[b"type"].decode()
-            if kind == "delta":
+            if kind in ("delta", "reset"):
                 index = int(fields[b"index"])
                 if index > after_index:
-                    yield "delta", index, fields[b"delta"].decode()
+                    yield kind, index, fields[b"delta" if kind == "delta" else b"text"].decode()
             else:
                 yield kind, None, json.loads(fields[b"data"])
                 return
 
 
-def partial_text(redis, message_id):
+def partial_text(redis, reply):
     """The text streamed so far (for a reply cancelled mid-way)."""
-    entries = redis.xrange(stream_key(message_id))
-    return "".join(fields[b"delta"].decode() for _, fields in entries if fields[b"type"] == b"delta")
+    return replay(redis.xrange(reply.key))[0]
+
+
+def forget(redis, replies):
+    """Delete the streams of replies whose rows are gone."""
+    keys = [reply.key for reply in replies]
+    if keys:
+        redis.delete(*keys)

@@ -37,6 +37,10 @@ def enqueue_reply(redis, settings, reply_id):
     redis.set(QUEUED_KEY.format(reply_id), 1, ex=QUEUED_SECONDS)
 
 
+def forget_queued(redis, reply_id):
+    redis.delete(QUEUED_KEY.format(reply_id))
+
+
 def enqueue_title(redis, reply_id):
     from aisystant_server.jobs.titles import generate_title
 

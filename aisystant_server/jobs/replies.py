@@ -3,8 +3,15 @@
 Runs in a worker greenlet (or in the embedded server), with its own short transactions:
 claim the reply, read the history, stream from the model (no transaction held), then
 write the outcome naming this attempt. Retryable model failures before the first token
-are retried with backoff; once text has reached clients, a failure ends the reply in
-`error` (retrying would show them a second, different beginning).
+are retried with backoff; once text has reached clients, a model failure ends the reply
+in `error` (retrying would show them a second, different beginning).
+
+A reply ends in `error` only when the model failed. When the infrastructure fails
+instead, the reply is never given up: a Redis outage is ridden out by the stream writer
+(the text is kept and written once Redis is back), the final database write is retried
+while the database is away, and if this attempt must stop anyway (its worker stops, its
+lease was taken over, Redis or the database stayed away too long) the row is left in
+flight for the reaper, whose next attempt continues the text already streamed.
 """
 
 import logging
@@ -12,6 +19,8 @@ import random
 import time
 
 import gevent
+import redis as redis_lib
+import sqlalchemy as sa
 from rq.exceptions import ShutDownImminentException
 
 from aisystant_server import events, present, streams
@@ -22,6 +31,7 @@ from aisystant_server.jobs.runtime import LeaseLost, ReplyCancelled, runtime
 from aisystant_server.llm import ModelError
 from aisystant_server.llm.prompt import SYSTEM_PROMPT, build_messages
 from aisystant_server.models import Message, MessageStatus
+from aisystant_server.outages import database_unavailable, is_outage
 from aisystant_server.services import messages
 
 log = logging.getLogger(__name__)
@@ -29,6 +39,9 @@ ASSISTANT = "AiSystant"
 MAX_BACKOFF_SECONDS = 30.0
 # Attempts lost with their worker, before a reply is given up as failed (never a loop).
 MAX_ATTEMPTS = 5
+# How long the final write waits for an unreachable database before leaving the reply
+# to the reaper (the text is safe in the reply's stream meanwhile).
+DATABASE_PATIENCE_SECONDS = 120
 
 
 def generate_reply(reply_id):
@@ -49,51 +62,56 @@ def _produce(context, reply_id):
         if claimed is None:
             return "already finished"
         history, question = messages.prompt_inputs(session, claimed.conversation_id, claimed.reply_to_id)
-    attempt, conversation_id, meta = claimed.attempt, claimed.conversation_id, dict(claimed.meta or {})
+    attempt, meta = claimed.attempt, dict(claimed.meta or {})
+    reply = streams.ReplyRef(reply_id, claimed.conversation_id, claimed.created_at)
     settings, redis = context.settings, context.redis
     language = meta.get("language", "fr")
-    typing = {"conversation_id": conversation_id, "username": ASSISTANT}
+    typing = {"conversation_id": reply.conversation_id, "username": ASSISTANT}
     started = time.monotonic()
-    writer = None
+    writer = streams.ReplyWriter(redis, reply, attempt)
+    events.emit(redis, "typing", typing, reply.conversation_id)
     try:
-        writer = streams.ReplyWriter(redis, reply_id, conversation_id)
-        events.emit(redis, "typing", typing, conversation_id)
         if attempt > MAX_ATTEMPTS:
             raise ModelError("too_many_attempts", f"{attempt - 1} attempts were lost or failed")
         if context.provider is None:
             raise ModelError("not_configured", "no model is configured")
-        completion = _stream_with_retries(context, writer, build_messages(
-            history, question, settings["aisystant.history_token_budget"]))
+        prompt = build_messages(history, question, settings["aisystant.history_token_budget"])
+        if writer.model_prefix:
+            # An earlier attempt was lost mid-way: the model continues its text.
+            prompt.append({"role": "assistant", "content": writer.model_prefix})
+        completion = _stream_with_retries(context, writer, prompt)
         writer.flush()
     except ReplyCancelled:
-        # The cancel endpoint stored the reply as cancelled and ended its stream; if this
-        # attempt's start reset the stream after that, end it again for its readers.
+        # The cancel endpoint stored the reply as cancelled and ended its stream; end it
+        # again in case this attempt wrote after that.
         with context.session_factory() as session:
-            reply = session.get(Message, reply_id)
-            if reply is not None:
-                streams.finish(redis, reply_id, "done", present.message(reply))
+            row = session.get(Message, reply_id)
+            if row is not None:
+                streams.finish(redis, reply, "done", present.message(row))
         return "cancelled"
     except (ShutDownImminentException, LeaseLost):
         # The worker is stopping, or another attempt may own the reply now: leave the
         # row to whoever holds (or, via the reaper, next takes) the lease.
         raise
-    except Exception as error:  # noqa: BLE001 - any failure must end the reply, not loop it
-        if not isinstance(error, ModelError):
-            log.exception("reply %s failed", reply_id)
-        if writer is not None:
-            writer.flush()
-        human = Msg("llm_failed").render(language)
-        meta.update(error={"code": "llm_failed", "message": human, "detail": str(error)[:500]},
+    except Exception as error:  # noqa: BLE001 - see _failure
+        if is_outage(error):
+            raise  # not the model's failure: the reaper redoes the reply once it is back
+        writer.flush()
+        human, reason = _failure(error, settings)
+        human = human.render(language)
+        meta.update(error={"code": "llm_failed", "reason": reason, "message": human, "detail": str(error)[:500]},
                     duration_ms=_ms(started))
-        return _end(context, reply_id, attempt, MessageStatus.ERROR, writer.text if writer else "", meta,
+        return _end(context, reply, attempt, MessageStatus.ERROR, writer.text, meta,
                     error={"code": "llm_failed", "message": human})
     finally:
-        events.emit(redis, "stop_typing", typing, conversation_id)
+        events.emit(redis, "stop_typing", typing, reply.conversation_id)
     meta.update(model=completion.model, stop_reason=completion.stop_reason,
                 usage={"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens},
                 ttft_ms=_ms(started, writer.first_text_at) if writer.first_text_at else None,
                 duration_ms=_ms(started))
-    return _end(context, reply_id, attempt, MessageStatus.COMPLETE, writer.text or completion.text, meta)
+    if attempt > 1:
+        meta["attempts"] = attempt
+    return _end(context, reply, attempt, MessageStatus.COMPLETE, writer.text, meta)
 
 
 def _stream_with_retries(context, writer, prompt_messages):
@@ -115,25 +133,69 @@ def _stream_with_retries(context, writer, prompt_messages):
             retries += 1
 
 
-def _end(context, reply_id, attempt, status, content, meta, error=None):
+def _failure(error, settings):
+    """(what the user is told, the reason kept in the metadata): what happened, in words
+    they can act on. A bug of ours ends the reply too, rather than being tried again."""
+    if not isinstance(error, ModelError):
+        log.exception("reply failed", exc_info=error)
+        return Msg("reply_failed"), "internal_error"
+    if error.code == "too_many_attempts":
+        return Msg("llm_interrupted"), error.code
+    if error.code == "not_configured":
+        return Msg("llm_not_configured"), error.code
+    if error.status in (401, 403):
+        return Msg("llm_key_refused"), error.code
+    if error.status == 404:
+        return Msg("llm_model_unknown", model=settings["aisystant.model"]), error.code
+    if error.status in (400, 413, 422):
+        return Msg("llm_rejected", detail=error.detail[:300]), error.code
+    return Msg("llm_failed"), error.code
+
+
+def _end(context, reply, attempt, status, content, meta, error=None):
     """Store the outcome if this attempt still owns the reply, then tell the clients."""
     redis = context.redis
-    with context.session_factory() as session, session.begin():
-        if not messages.finish(session, reply_id, attempt, status, content, meta):
-            return "superseded"
-        reply = session.get(Message, reply_id)
-        body = present.message(reply)
-        first = status == MessageStatus.COMPLETE and messages.is_first_exchange(session, reply)
+    stored = _with_database(lambda: _store(context, reply, attempt, status, content, meta))
+    if stored is None:
+        return "superseded"
+    body, first = stored
     if error:
-        streams.finish(redis, reply_id, "error", error)
-        events.emit(redis, "message_error", {"conversation_id": body["conversation_id"], "message_id": reply_id,
-                                             **error}, body["conversation_id"])
+        streams.finish(redis, reply, "error", error)
+        events.emit(redis, "message_error", {"conversation_id": reply.conversation_id, "message_id": reply.id,
+                                             **error}, reply.conversation_id)
     else:
-        streams.finish(redis, reply_id, "done", body)
-    events.emit(redis, "message_received", body, body["conversation_id"])
+        streams.finish(redis, reply, "done", body)
+    events.emit(redis, "message_received", body, reply.conversation_id)
     if first:
-        enqueue_title(redis, reply_id)
+        try:
+            enqueue_title(redis, reply.id)
+        except redis_lib.RedisError:
+            log.warning("reply %s: no title job (Redis unavailable)", reply.id)
     return status
+
+
+def _store(context, reply, attempt, status, content, meta):
+    with context.session_factory() as session, session.begin():
+        if not messages.finish(session, reply.id, attempt, status, content, meta):
+            return None
+        row = session.get(Message, reply.id)
+        first = status == MessageStatus.COMPLETE and messages.is_first_exchange(session, row)
+        return present.message(row), first
+
+
+def _with_database(write):
+    """Run `write`, waiting out a database outage for up to DATABASE_PATIENCE_SECONDS;
+    the lease stays held meanwhile, so no other attempt starts over."""
+    deadline, delay = time.monotonic() + DATABASE_PATIENCE_SECONDS, 0.5
+    while True:
+        try:
+            return write()
+        except sa.exc.SQLAlchemyError as error:
+            if not database_unavailable(error) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unavailable (%s); retrying in %.1f s", error.__class__.__name__, delay)
+            gevent.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _ms(start, end=None):

@@ -7,9 +7,10 @@
   an attempt never extends or frees its successor's lease, and an attempt that finds its
   lease gone (Redis lost it, its process stalled) stops itself instead of competing.
 - Reaper: every `reaper_interval`, one process (a Redis lock elects it) looks for replies
-  still in flight that have not moved for a while, hold no lease and wait in no queue:
-  their job was lost, so it is enqueued again. RQ's own detection of abandoned jobs
-  takes minutes and knows nothing of our rows; this one needs under a minute.
+  still in flight that hold no lease and wait in no queue: their job was lost (its
+  worker died, or Redis lost the queue), so it is enqueued again. A lost reply is thus
+  redone at most `lease_seconds` + `reaper_interval` after its worker died. RQ's own
+  detection of abandoned jobs takes minutes and knows nothing of our rows.
 - Cancel: `POST .../cancel` publishes the reply's id; the process running that reply
   kills its greenlet, wherever it is blocked (even on a stalled upstream).
 The database stays the judge: the rows' attempt numbers and statuses make a late or
@@ -24,15 +25,20 @@ import gevent
 import redis as redis_lib
 
 from aisystant_server.db import utcnow
-from aisystant_server.jobs.queues import QUEUED_KEY, enqueue_reply
+from aisystant_server.jobs.queues import QUEUED_KEY, enqueue_reply, forget_queued
 from aisystant_server.services import messages
 
 log = logging.getLogger(__name__)
 LEASE_KEY = "aisystant:lease:{}"
 CANCEL_CHANNEL = "aisystant:cancel"
 REAPER_LOCK = "aisystant:reaper-lock"
-REFRESH_IF_OWNED = """if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('EXPIRE', KEYS[1], ARGV[2]) else return 0 end"""
+ENQUEUE_GRACE_SECONDS = 2
+# A lease that is gone (Redis restarted empty) is taken back: nobody else holds it, and
+# the database's attempt numbers still decide whose write counts.
+REFRESH_IF_OWNED = """local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+if not holder then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end
+return 0"""
 DELETE_IF_OWNED = """if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1]) else return 0 end"""
 
@@ -63,7 +69,7 @@ class Runtime:
         token = uuid.uuid4().hex
         if not self.redis.set(LEASE_KEY.format(reply_id), token, nx=True, ex=self.lease_seconds):
             return None
-        self.redis.delete(QUEUED_KEY.format(reply_id))
+        forget_queued(self.redis, reply_id)
         self.in_flight[reply_id] = (token, gevent.getcurrent())
         return token
 
@@ -117,7 +123,8 @@ class Runtime:
         """Enqueue again the replies whose job was lost; returns their ids."""
         if not self.redis.set(REAPER_LOCK, 1, nx=True, ex=max(1, int(self.reaper_interval))):
             return []
-        stale_before = utcnow() - timedelta(seconds=self.lease_seconds * 2)
+        # A reply younger than this may be between its commit and its enqueue.
+        stale_before = utcnow() - timedelta(seconds=ENQUEUE_GRACE_SECONDS)
         with self.context.session_factory() as session:
             candidates = messages.lost_replies(session, stale_before)
         lost = []

@@ -1,20 +1,18 @@
 """After a conversation's first exchange, ask the model for a short title.
 
-Best effort: any failure leaves the default title, and a title the user set meanwhile
-is never overwritten.
+Best effort: any failure leaves the default title. The write names the reply it was
+enqueued for: if that reply or its conversation is gone (deleted while the model
+thought), or the user chose a title meanwhile, nothing is written.
 """
 
 import logging
 
-import sqlalchemy as sa
-
 from aisystant_server import events, present
-from aisystant_server.db import utcnow
 from aisystant_server.jobs.context import current
 from aisystant_server.llm import ModelError
 from aisystant_server.llm.prompt import TITLE_PROMPT, clean_title, title_messages
-from aisystant_server.models import Conversation, Message
-from aisystant_server.schemas.conversations import DEFAULT_TITLE
+from aisystant_server.models import Message
+from aisystant_server.services.conversations import set_generated_title
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +23,9 @@ def generate_title(reply_id):
         return None
     with context.session_factory() as session:
         reply = session.get(Message, reply_id)
-        if reply is None:
+        question = reply and session.get(Message, reply.reply_to_id)
+        if question is None:
             return None
-        question = session.get(Message, reply.reply_to_id)
         conversation_id, prompt = reply.conversation_id, title_messages(question.content, reply.content)
     try:
         completion = context.provider.complete(system=TITLE_PROMPT, messages=prompt, max_tokens=30)
@@ -38,13 +36,8 @@ def generate_title(reply_id):
     if not title:
         return None
     with context.session_factory() as session, session.begin():
-        updated = session.execute(
-            sa.update(Conversation)
-            .where(Conversation.id == conversation_id, Conversation.title == DEFAULT_TITLE)
-            .values(title=title, updated_at=utcnow())
-        ).rowcount
-        conversation = session.get(Conversation, conversation_id)
-        body = present.conversation(conversation) if updated and conversation else None
+        conversation = set_generated_title(session, reply_id, title)
+        body = conversation and present.conversation(conversation)
     if body:
         events.emit(context.redis, "conversation_updated", body, conversation_id)
     return title

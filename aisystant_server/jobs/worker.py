@@ -80,6 +80,7 @@ from rq.exceptions import DequeueTimeout, ShutDownImminentException, StopRequest
 from rq.scheduler import RQScheduler
 from rq.timeouts import BaseDeathPenalty
 from rq.utils import now
+from rq import worker_registration
 from rq.worker import BaseWorker, DequeueStrategy, WorkerStatus, signal_name
 
 if TYPE_CHECKING:
@@ -142,6 +143,9 @@ class ConcurrentWorker(BaseWorker):
     """
 
     death_penalty_class = GeventDeathPenalty
+    # RQ backs off up to 60 s while Redis is unreachable; queued replies (and those the
+    # reaper queues again) should start within seconds of its return.
+    max_connection_wait_time = 5.0
 
     def __init__(
         self,
@@ -398,6 +402,9 @@ class ConcurrentWorker(BaseWorker):
         executions = list(self.executions.values())
         with self.connection.pipeline() as pipeline:
             self.heartbeat(pipeline=pipeline)
+            # Idempotent, and what `rq info` and `Worker.count` read: a Redis that restarted
+            # empty learns of this worker again at the next beat, not never.
+            worker_registration.register(self, pipeline)
             job_heartbeat_indexes = []
             for execution in executions:
                 job = execution.job

@@ -30,6 +30,19 @@ the language of the conversation, that says what the user's problem or question 
 Reply with the title alone: no quotes, no final period, no Markdown."""
 
 
+# Appended to a partial answer in the history, so the model does not take it as complete.
+INTERRUPTED = {
+    "cancelled": "[The user stopped this answer here.]",
+    "error": "[This answer was cut short by an error.]",
+}
+
+
+def marked(content, status):
+    """A past turn as the model sees it again: a partial answer says it is partial."""
+    note = INTERRUPTED.get(status)
+    return f"{content}\n\n{note}" if note else content
+
+
 def estimate_tokens(text):
     return math.ceil(len(text) / 3.5) + 4
 

@@ -3,14 +3,16 @@
 import base64
 import binascii
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 
+from aisystant_server import streams
 from aisystant_server.db import utcnow
 from aisystant_server.errors import ValidationFailed
 from aisystant_server.i18n import Msg
-from aisystant_server.models import Conversation, Message, MessageStatus
+from aisystant_server.models import Conversation, Message, MessageRole, MessageStatus
+from aisystant_server.schemas.conversations import DEFAULT_TITLE
 
 MAX_ID = 2**31 - 1
 
@@ -40,9 +42,29 @@ def rename(db, conversation, title):
     return conversation
 
 
-def replies_in_flight(db, conversation_id):
-    return list(db.scalars(sa.select(Message.id).where(
-        Message.conversation_id == conversation_id, Message.status.in_(MessageStatus.in_flight()))))
+def set_generated_title(db, reply_id, title):
+    """Name the conversation that `reply_id` answered in, if both are still there and the
+    conversation still has the default title (a title a user chose is never replaced).
+    The conversation, or None when nothing was written."""
+    answered = sa.select(Message.id).where(
+        Message.id == reply_id, Message.conversation_id == Conversation.id,
+        Message.status == MessageStatus.COMPLETE).exists()
+    conversation_id = db.scalar(
+        sa.update(Conversation).where(Conversation.title == DEFAULT_TITLE, answered)
+        .values(title=title, updated_at=utcnow()).returning(Conversation.id))
+    return None if conversation_id is None else db.get(Conversation, conversation_id)
+
+
+def reply_streams(db, conversation_id):
+    """(replies in flight, replies that may still have a stream in Redis) of a conversation,
+    as `ReplyRef`s: what deleting it must stop and clean up."""
+    cutoff = utcnow() - timedelta(seconds=streams.KEEP_SECONDS)
+    rows = db.execute(sa.select(Message.id, Message.conversation_id, Message.created_at, Message.status).where(
+        Message.conversation_id == conversation_id, Message.role == MessageRole.ASSISTANT,
+        Message.updated_at >= cutoff)).all()
+    in_flight = [streams.ReplyRef(*row[:3]) for row in rows if row.status in MessageStatus.in_flight()]
+    ended = [streams.ReplyRef(*row[:3]) for row in rows if row.status not in MessageStatus.in_flight()]
+    return in_flight, ended
 
 
 def delete(db, conversation):

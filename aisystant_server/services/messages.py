@@ -8,9 +8,14 @@ cancelled meanwhile changes nothing. Jobs call these with their own short sessio
 """
 
 import sqlalchemy as sa
+from sqlalchemy.orm import aliased
 
 from aisystant_server.db import utcnow
+from aisystant_server.llm.prompt import marked
 from aisystant_server.models import Conversation, Message, MessageRole, MessageStatus
+
+# Answers the model sees again: complete ones, and partial ones (marked).
+ANSWERED = (MessageStatus.COMPLETE, MessageStatus.CANCELLED, MessageStatus.ERROR)
 
 
 def store_user_message(db, conversation, user, content):
@@ -40,29 +45,40 @@ def claim(session, reply_id):
     """Start a new attempt on a reply still in flight, or None if it has ended.
 
     One statement (the time to first token waits on it): the row with its new
-    `attempt`, `conversation_id`, `reply_to_id` and `meta`.
+    `attempt`, `conversation_id`, `reply_to_id`, `meta` and `created_at`.
     """
     return session.execute(
         sa.update(Message)
         .where(Message.id == reply_id, Message.status.in_(MessageStatus.in_flight()))
         .values(status=MessageStatus.STREAMING, attempt=Message.attempt + 1, updated_at=utcnow())
-        .returning(Message.attempt, Message.conversation_id, Message.reply_to_id, Message.meta)
+        .returning(Message.attempt, Message.conversation_id, Message.reply_to_id, Message.meta, Message.created_at)
     ).first()
 
 
 def prompt_inputs(session, conversation_id, question_id):
-    """(earlier turns as (role, content), the question) for a reply, in one query."""
+    """(earlier turns as (role, text), the question) for a reply, in one query.
+
+    What the history keeps: every answer with text, a partial one (cancelled, or cut by
+    an error) marked as such; every question, except one whose answer ended with no
+    text at all (cancelled or failed before a word): the user moved on, and keeping it
+    would merge it into the next question.
+    """
+    reply = aliased(Message)
+    unanswered = sa.and_(reply.status.in_((MessageStatus.CANCELLED, MessageStatus.ERROR)), reply.content == "")
     rows = session.execute(
-        sa.select(Message.id, Message.role, Message.content)
+        sa.select(Message.id, Message.role, Message.content, Message.status)
+        .outerjoin(reply, reply.reply_to_id == Message.id)
         .where(Message.conversation_id == conversation_id, Message.id <= question_id,
                sa.or_(Message.id == question_id,
-                      sa.and_(Message.status == MessageStatus.COMPLETE, Message.role != MessageRole.SYSTEM,
-                              Message.content != "")))
+                      sa.and_(Message.role == MessageRole.USER, Message.content != "",
+                              sa.or_(reply.id.is_(None), sa.not_(unanswered))),
+                      sa.and_(Message.role == MessageRole.ASSISTANT, Message.content != "",
+                              Message.status.in_(ANSWERED))))
         .order_by(Message.id.desc())
         .limit(401)
     ).all()
     question = rows[0].content
-    return [(role, content) for _, role, content in reversed(rows[1:])], question
+    return [(role, marked(content, status)) for _, role, content, status in reversed(rows[1:])], question
 
 
 def finish(session, reply_id, attempt, status, content, meta):

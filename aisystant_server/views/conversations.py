@@ -1,6 +1,6 @@
 from aisystant_server import present, streams
 from aisystant_server.i18n import Msg, translate
-from aisystant_server.jobs.queues import after_commit
+from aisystant_server.jobs.queues import after_commit, forget_queued
 from aisystant_server.jobs.runtime import request_cancel
 from aisystant_server.permissions import Permission
 from aisystant_server.resources import ConversationContext, ConversationsRoot
@@ -56,16 +56,18 @@ def rename(context, request):
 @api_view(route_name="conversations", context=ConversationContext, request_method="DELETE",
           permission=Permission.CONVERSATION_DELETE)
 def delete(context, request):
-    in_flight = conversations.replies_in_flight(request.db, context.conversation.id)
+    in_flight, ended = conversations.reply_streams(request.db, context.conversation.id)
     conversations.delete(request.db, context.conversation)
-    if in_flight:
-        gone = {"code": "not_found", "message": translate(request, Msg("conversation_not_found"))}
-        after_commit(request, _end_replies, request.redis, in_flight, gone)
+    gone = {"code": "not_found", "message": translate(request, Msg("conversation_not_found"))}
+    after_commit(request, _forget_replies, request.redis, in_flight, ended, gone)
     return ok(request, message=Msg("conversation_deleted"))
 
 
-def _end_replies(redis, reply_ids, gone):
-    # Their rows are gone: stop their workers and end their streams for whoever reads them.
-    for reply_id in reply_ids:
-        request_cancel(redis, reply_id)
-        streams.finish(redis, reply_id, "error", gone)
+def _forget_replies(redis, in_flight, ended, gone):
+    # The rows are gone: stop the replies still being written, end their streams for
+    # whoever waits on them (briefly kept for those readers), and drop the others.
+    for reply in in_flight:
+        request_cancel(redis, reply.id)
+        forget_queued(redis, reply.id)
+        streams.finish(redis, reply, "error", gone, keep_seconds=streams.GONE_KEEP_SECONDS)
+    streams.forget(redis, ended)

@@ -3,7 +3,7 @@
 import json
 import logging
 
-import redis
+import redis as redis_lib
 from pyramid.response import Response
 
 from aisystant_server import events, present, streams
@@ -12,6 +12,7 @@ from aisystant_server.i18n import Msg, translate
 from aisystant_server.jobs.queues import after_commit, enqueue_reply
 from aisystant_server.jobs.runtime import request_cancel
 from aisystant_server.models import Message, MessageRole, MessageStatus
+from aisystant_server.outages import is_outage
 from aisystant_server.permissions import Permission
 from aisystant_server.resources import MessageContext, MessagesContext
 from aisystant_server.schemas.messages import SendMessageQuery, SendMessageSchema
@@ -45,15 +46,7 @@ def send(context, request):
     _commit(request)
     if not wait:
         return ok(request, data, status=202)
-
-    outcome = _wait_for_end(request, reply.id, settings["aisystant.reply_wait_seconds"])
-    answer = _load(request.registry, reply.id)
-    if answer is None:
-        raise NotFound(Msg("conversation_not_found"))  # deleted while the reply was on its way
-    data["assistantMessage"] = answer
-    if answer["status"] == MessageStatus.ERROR:
-        raise LLMFailed(Msg("llm_failed"), details={"assistant_message_id": answer["id"]})
-    return ok(request, data, status=200 if outcome != "timeout" and answer["status"] == MessageStatus.COMPLETE else 202)
+    return _answer_when_done(request, streams.ReplyRef.of(reply), data)
 
 
 def _commit(request):
@@ -67,14 +60,39 @@ def _commit(request):
 def _announce(redis, settings, data):
     conversation_id = data["userMessage"]["conversation_id"]
     events.emit(redis, "message_received", data["userMessage"], conversation_id)
-    enqueue_reply(redis, settings, data["assistantMessage"]["id"])
+    try:
+        enqueue_reply(redis, settings, data["assistantMessage"]["id"])
+    except redis_lib.RedisError as error:
+        # Stored but not queued: the reaper queues it once Redis is back.
+        log.warning("reply %s not queued (%s): the reaper will queue it", data["assistantMessage"]["id"], error)
 
 
-def _wait_for_end(request, reply_id, timeout):
-    for kind, _, _ in streams.read(request.redis, reply_id, after_index=2**62, timeout=timeout):
+def _answer_when_done(request, reply, data):
+    """The synchronous answer: 200 with the complete reply, 502 if the model failed, 404 if
+    the conversation was deleted meanwhile; 202 with the stored messages when the wait
+    runs out or Redis or the database goes away (the question is stored: a client that
+    retried on a plain failure would ask it twice)."""
+    try:
+        outcome = _wait_for_end(request, reply, request.registry.settings["aisystant.reply_wait_seconds"])
+        answer = _load(request.registry, reply.id)
+    except Exception as error:
+        if not is_outage(error):
+            raise
+        log.warning("waiting for reply %s: %s; answering 202", reply.id, error.__class__.__name__)
+        return ok(request, data, status=202)
+    if answer is None:
+        raise NotFound(Msg("conversation_not_found"))  # deleted while the reply was on its way
+    data["assistantMessage"] = answer
+    if answer["status"] == MessageStatus.ERROR:
+        raise LLMFailed(answer["metadata"]["error"]["message"], details={"assistant_message_id": answer["id"]})
+    return ok(request, data, status=200 if outcome != "timeout" and answer["status"] == MessageStatus.COMPLETE else 202)
+
+
+def _wait_for_end(request, reply, timeout):
+    for kind, _, _ in streams.read(request.redis, reply, after_index=2**62, timeout=timeout):
         if kind in ("done", "error", "timeout"):
             return kind
-        if kind == "idle" and _ended(request.registry, reply_id, None) is not None:
+        if kind == "idle" and _ended(request.registry, reply.id, None) is not None:
             return "done"
     return "timeout"
 
@@ -92,7 +110,7 @@ def _ended(registry, reply_id, not_found):
     """How a reply ended, from the database, for readers whose stream went quiet: its
     final event, an error if it was deleted, or None while it is still in flight. (The
     stream is the fast path; this is the safety net for a stream that will never end,
-    e.g. its conversation was deleted meanwhile.)"""
+    e.g. its conversation was deleted meanwhile, or Redis lost it.)"""
     message = _load(registry, reply_id)
     if message is None:
         return "error", not_found
@@ -117,16 +135,16 @@ def _reply(context):
 @api_view(route_name="conversations", context=MessageContext, name="stream", request_method="GET",
           permission=Permission.MESSAGE_READ)
 def stream(context, request):
-    reply = _reply(context)
-    after = _last_event_id(request)
-    if reply.status not in MessageStatus.in_flight() and not request.redis.exists(streams.stream_key(reply.id)):
-        events_iter = _replay_from_database(present.message(reply), after)
+    row = _reply(context)
+    reply, after = streams.ReplyRef.of(row), _last_event_id(request)
+    if row.status not in MessageStatus.in_flight() and not request.redis.exists(reply.key):
+        events_iter = _replay_from_database(present.message(row), after)
     else:
-        events_iter = streams.read(request.redis, reply.id, after_index=after)
+        events_iter = streams.read(request.redis, reply, after_index=after)
     unavailable = {"code": "service_unavailable", "message": translate(request, Msg("service_unavailable"))}
     not_found = {"code": "not_found", "message": translate(request, Msg("conversation_not_found"))}
-    registry, reply_id = request.registry, reply.id
-    response = Response(app_iter=_sse(events_iter, unavailable, lambda: _ended(registry, reply_id, not_found)),
+    registry = request.registry
+    response = Response(app_iter=_sse(events_iter, unavailable, lambda: _ended(registry, reply.id, not_found)),
                         content_type="text/event-stream", charset="utf-8")
     response.headers.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     return response
@@ -153,9 +171,9 @@ def _sse(events_iter, unavailable, ended):
     yield b"retry: 2000\n\n"
     try:
         for kind, index, data in events_iter:
-            if kind == "delta":
-                payload = json.dumps({"index": index, "delta": data}, ensure_ascii=False)
-                yield f"id: {index}\nevent: delta\ndata: {payload}\n\n".encode()
+            if kind in ("delta", "reset"):
+                payload = {"index": index, "delta" if kind == "delta" else "text": data}
+                yield f"id: {index}\nevent: {kind}\ndata: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
             elif kind in ("done", "error"):
                 yield _sse_event(kind, data)
                 return
@@ -165,10 +183,12 @@ def _sse(events_iter, unavailable, ended):
                     yield _sse_event(*final)
                     return
                 yield b": keep-alive\n\n"
-    except redis.RedisError:
+    except Exception as error:
+        if not is_outage(error):
+            raise
         # The headers are sent: the failure can only be told in the stream. The client
         # may reconnect with Last-Event-ID once the service is back.
-        log.exception("reply stream interrupted")
+        log.warning("reply stream interrupted: %s", error.__class__.__name__)
         yield _sse_event("error", unavailable)
 
 
@@ -179,17 +199,18 @@ def _sse_event(kind, data):
 @api_view(route_name="conversations", context=MessageContext, name="cancel", request_method="POST",
           permission=Permission.MESSAGE_CANCEL)
 def cancel(context, request):
-    reply = _reply(context)
-    if reply.status not in MessageStatus.in_flight() or not messages.cancel(
-            request.db, reply, streams.partial_text(request.redis, reply.id)):
-        raise Conflict(Msg("reply_finished"), details={"status": reply.status})
-    request.db.refresh(reply)
-    body = present.message(reply)
-    after_commit(request, _announce_cancel, request.redis, body)
+    row = _reply(context)
+    reply = streams.ReplyRef.of(row)
+    if row.status not in MessageStatus.in_flight() or not messages.cancel(
+            request.db, row, streams.partial_text(request.redis, reply)):
+        raise Conflict(Msg("reply_finished"), details={"status": row.status})
+    request.db.refresh(row)
+    body = present.message(row)
+    after_commit(request, _announce_cancel, request.redis, reply, body)
     return ok(request, body)
 
 
-def _announce_cancel(redis, body):
-    request_cancel(redis, body["id"])
-    streams.finish(redis, body["id"], "done", body)
-    events.emit(redis, "message_received", body, body["conversation_id"])
+def _announce_cancel(redis, reply, body):
+    request_cancel(redis, reply.id)
+    streams.finish(redis, reply, "done", body)
+    events.emit(redis, "message_received", body, reply.conversation_id)

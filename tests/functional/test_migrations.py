@@ -114,3 +114,21 @@ def test_fresh_database_matches_the_models_and_downgrades(database_url):
     engine.dispose()
     downgrade(database_url, "base")
     upgrade(database_url)
+
+
+def test_an_embedded_database_made_before_autoincrement_never_reuses_ids_once_upgraded(tmp_path):
+    url = f"sqlite:///{tmp_path / 'older.sqlite3'}"
+    upgrade(url, "0002")
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO users (username, email, password) VALUES ('kept', 'kept@example.com', 'x')")
+        for title in ("first", "second", "newest"):
+            connection.execute(sa.text("INSERT INTO conversations (user_id, title) VALUES (1, :t)"), {"t": title})
+    upgrade(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DELETE FROM conversations WHERE title = 'newest'")
+        connection.exec_driver_sql("INSERT INTO conversations (user_id, title) VALUES (1, 'after')")
+        rows = connection.execute(sa.text("SELECT id, title FROM conversations ORDER BY id")).all()
+    engine.dispose()
+    assert rows == [(1, "first"), (2, "second"), (4, "after")]

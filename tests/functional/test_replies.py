@@ -343,10 +343,6 @@ def test_deleting_a_conversation_ends_its_reply_for_those_waiting_on_it(api, liv
     assert events[-1][0] == "error" and events[-1][2]["code"] == "not_found"
 
 
-# Distributed only for now: in the embedded mode (SQLite) the waiting request still reads
-# the deleted reply as `pending` right after the delete and answers 202; see the session
-# note. The SSE path (test above) ends correctly in both modes.
-@pytest.mark.distributed
 def test_a_sync_send_whose_conversation_is_deleted_meanwhile_is_a_404(api, live_server):
     conversation, tag = api.conversation(), marker()
     script(live_server.simulator_url, tag, [{"reply_tokens": 300, "tokens_per_second": 30}])

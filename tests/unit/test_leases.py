@@ -65,3 +65,22 @@ def test_leases_of_live_attempts_are_kept_alive(runtime, keeping):
     token = runtime.acquire(7)
     gevent.sleep(4)
     assert runtime.redis.get(LEASE_KEY.format(7)).decode() == token
+
+
+def test_a_lease_lost_with_redis_data_is_taken_back_and_the_attempt_goes_on(runtime, keeping):
+    outcome = {}
+
+    def attempt():
+        token = runtime.acquire(7)
+        try:
+            gevent.sleep(2)
+            outcome["finished"] = token
+        except LeaseLost:
+            outcome["stopped"] = True
+
+    greenlet = gevent.spawn(attempt)
+    gevent.sleep(0.1)
+    runtime.redis.flushall()
+    greenlet.join(timeout=5)
+    assert "stopped" not in outcome
+    assert runtime.redis.get(LEASE_KEY.format(7)).decode() == outcome["finished"]

@@ -1,4 +1,4 @@
-from aisystant_server.llm.prompt import SYSTEM_PROMPT, build_messages, clean_title, estimate_tokens
+from aisystant_server.llm.prompt import SYSTEM_PROMPT, build_messages, clean_title, estimate_tokens, marked
 
 
 def test_the_new_turn_is_last_and_appears_once():
@@ -33,3 +33,9 @@ def test_titles_are_cleaned_and_at_most_50_characters():
     assert clean_title('  "Pods en CrashLoopBackOff."  ') == "Pods en CrashLoopBackOff"
     long = clean_title("word " * 30)
     assert len(long) <= 50 and long.endswith("…")
+
+
+def test_a_partial_answer_says_it_was_interrupted():
+    assert marked("Check the", "cancelled").startswith("Check the\n\n[The user stopped")
+    assert "error" in marked("Check the", "error")
+    assert marked("Done.", "complete") == "Done."
