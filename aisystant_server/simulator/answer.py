@@ -55,6 +55,7 @@ def plan_answer(
         max_tokens=request.max_tokens,
         reply_tokens=pace.reply_tokens,
         exact_text=step.get("text"),
+        prefill=request.prefill,
     )
     fault, fault_after = _fault_of(step)
     error_type = step.get("error_type", "overloaded_error")

@@ -78,17 +78,31 @@ def is_title_request(max_tokens: int) -> bool:
     return max_tokens <= TITLE_REQUEST_MAX_TOKENS
 
 
-def plan_reply(*, question: str, max_tokens: int, reply_tokens: int, exact_text: str | None = None) -> Reply:
-    """The reply to send, honouring `max_tokens` as the real API does."""
+def plan_reply(
+    *, question: str, max_tokens: int, reply_tokens: int, exact_text: str | None = None, prefill: str = ""
+) -> Reply:
+    """The reply to send, honouring `max_tokens` as the real API does. With a `prefill`
+    (a final assistant turn), only what follows it is sent, as the real API continues."""
     if exact_text is not None:
         tokens = tokenize(exact_text)
     elif is_title_request(max_tokens):
         tokens = tokenize(title_for(question))
     else:
         tokens = answer_tokens(question, reply_tokens)
+    if prefill:
+        tokens = continuation(tokens, prefill)
     if len(tokens) > max_tokens:
         return Reply(tokens=tokens[:max_tokens], stop_reason="max_tokens")
     return Reply(tokens=tokens, stop_reason="end_turn")
+
+
+def continuation(tokens: list[str], prefill: str) -> list[str]:
+    """What follows `prefill` in the planned reply; a prefill the reply does not start
+    with gets a short generic ending, as a real model would still say something."""
+    text = "".join(tokens)
+    if text.startswith(prefill):
+        return tokenize(text[len(prefill):])
+    return tokenize(" (continued) " + SIMULATOR_NOTE)
 
 
 def title_for(question: str) -> str:

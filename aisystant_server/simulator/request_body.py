@@ -28,6 +28,8 @@ class MessagesRequest:
     system_text: str
     last_user_text: str
     input_tokens: int
+    # A final assistant turn: the model continues this text instead of starting anew.
+    prefill: str = ""
 
 
 def parse_messages_request(raw: bytes) -> MessagesRequest:
@@ -42,6 +44,9 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
     if not isinstance(stream, bool):
         raise InvalidRequest("stream: Input should be a valid boolean")
     system_text = content_text(body.get("system") or "")
+    prefill = content_text(messages[-1].get("content")) if messages[-1].get("role") == "assistant" else ""
+    if prefill != prefill.rstrip():
+        raise InvalidRequest("messages: final assistant content cannot end with trailing whitespace")
     return MessagesRequest(
         body=body,
         model=model,
@@ -50,6 +55,7 @@ def parse_messages_request(raw: bytes) -> MessagesRequest:
         system_text=system_text,
         last_user_text=last_user_text(messages),
         input_tokens=estimate_input_tokens(system_text, messages),
+        prefill=prefill,
     )
 
 

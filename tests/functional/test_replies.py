@@ -275,34 +275,6 @@ def test_a_reply_publishes_its_events(api, live_server):
     assert "conversation_updated" in names
 
 
-@pytest.mark.distributed
-def test_a_worker_killed_mid_reply_is_redone_by_another_exactly_once(api, live_server):
-    conversation, reply, tag = slow_reply_streaming(api, live_server)
-    live_server.workers[-1].kill()
-    killed_at = time.monotonic()
-    live_server.start_worker()
-    final = api.wait_for(conversation, reply["id"], timeout=60)
-    assert time.monotonic() - killed_at < 60
-    assert final["status"] == "complete" and final["content"].startswith("(simulated)")
-    messages = api.messages(conversation)
-    assert [m["role"] for m in messages] == ["user", "assistant"]
-    assert len(upstream_requests(live_server.simulator_url, tag)) == 2
-    assert reply_rows(live_server, messages[0]["id"]) == [("complete", 2)]
-    events = api.stream(conversation, reply["id"])
-    assert events[-1][0] == "done" and events[-1][2]["content"] == final["content"]
-
-
-@pytest.mark.embedded
-def test_an_embedded_server_killed_mid_reply_finishes_it_once_after_restart(api, live_server):
-    conversation, reply, _ = slow_reply_streaming(api, live_server)
-    live_server.restart_server()
-    final = api.wait_for(conversation, reply["id"], timeout=60)
-    assert final["status"] == "complete" and final["content"].startswith("(simulated)")
-    messages = api.messages(conversation)
-    assert [m["role"] for m in messages] == ["user", "assistant"]
-    assert reply_rows(live_server, messages[0]["id"]) == [("complete", 2)]
-
-
 def slow_reply_streaming(api, live_server):
     """A 10-second reply, already streaming: (conversation id, reply, its marker)."""
     conversation, tag = api.conversation(), marker()

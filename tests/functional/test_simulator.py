@@ -250,6 +250,24 @@ def test_scripted_text_is_sent_exactly(client, base_url):
     assert final.usage.output_tokens == len(exact.split())
 
 
+def test_a_final_assistant_turn_is_continued_not_repeated(client):
+    question = f"Why is my pod pending? {new_marker()}"
+    whole = client.messages.create(model=MODEL, max_tokens=1024, messages=ask(question)).content[0].text
+    prefix = whole[: len(whole) // 2].rstrip()
+
+    with client.messages.stream(model=MODEL, max_tokens=1024,
+                                messages=[*ask(question), {"role": "assistant", "content": prefix}]) as stream:
+        rest = stream.get_final_message().content[0].text
+
+    assert prefix + rest == whole
+
+
+def test_a_final_assistant_turn_ending_with_whitespace_is_refused_like_the_real_api(client):
+    with pytest.raises(anthropic.BadRequestError, match="trailing whitespace"):
+        client.messages.create(model=MODEL, max_tokens=1024,
+                               messages=[*ask("hi"), {"role": "assistant", "content": "Check the "}])
+
+
 def test_scripted_ttft_delays_the_first_token(client, base_url):
     marker = new_marker()
     script(base_url, marker, {"ttft_ms": 400})
