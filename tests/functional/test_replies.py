@@ -127,6 +127,16 @@ def test_a_model_failing_for_good_ends_in_error_with_a_502(api, live_server):
     assert events[-1][0] == "error" and events[-1][2]["code"] == "llm_failed"
 
 
+def test_a_request_the_model_refuses_says_so_instead_of_overloaded(api, live_server):
+    conversation, tag = api.conversation(), marker()
+    script(live_server.simulator_url, tag, [{"status": 400, "message": "prompt is too long: 250000 tokens"}])
+    response = api.send(conversation, f"Refuse me {tag}", headers={"Accept-Language": "en"})
+    assert response.status_code == 502 and response.json()["code"] == "llm_failed"
+    message = response.json()["message"]
+    assert "refused" in message and "prompt is too long" in message and "overloaded" not in message
+    assert len(upstream_requests(live_server.simulator_url, tag)) == 1
+
+
 def test_a_mid_stream_error_ends_the_reply_in_error_keeping_its_text(api, live_server):
     conversation, tag = api.conversation(), marker()
     script(live_server.simulator_url, tag, [{"error_after_tokens": 5}])

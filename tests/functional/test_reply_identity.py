@@ -8,6 +8,7 @@ with them.
 import time
 
 import pytest
+import redis
 
 from tests.functional.live import Api, marker, script, upstream_requests
 
@@ -58,3 +59,15 @@ def test_a_title_job_whose_conversation_was_deleted_titles_nobody_elses(live_ser
         titles.add(bob.call("GET", f"/api/chat/conversations/{his}").json()["data"]["conversation"]["title"])
         time.sleep(0.1)
     assert titles == {"Nouvelle conversation"}
+
+
+@pytest.mark.distributed
+def test_deleting_a_conversation_removes_the_streams_of_its_replies(live_server):
+    alice = Api(live_server.url).register()
+    conversation = alice.conversation()
+    reply = alice.send(conversation, f"Hello {marker()}").json()["data"]["assistantMessage"]
+    connection = redis.Redis.from_url(live_server.redis_url)
+    assert connection.keys(f"aisystant:reply:{reply['id']}:*")
+    assert alice.call("DELETE", f"/api/chat/conversations/{conversation}").status_code == 200
+    assert connection.keys(f"aisystant:reply:{reply['id']}:*") == []
+    connection.close()
