@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 # Keep the config in one place: the server command reads AISYSTANT_INI.
 export AISYSTANT_INI ?= development.ini
 
-.PHONY: install run test bench simulator clean
+.PHONY: install run test bench simulator notebook clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test: install
 
 simulator: install
 	$(BIN)/aisystant-server simulator
+
+# JupyterLab on notebooks/, opening getting-started.ipynb, against the server of `make run`
+# (AISYSTANT_URL, when set, points the notebooks elsewhere).
+notebook: install
+	cd notebooks && AISYSTANT_URL="$${AISYSTANT_URL:-http://localhost:$${PORT:-3001}}" \
+		$(abspath $(BIN))/jupyter lab getting-started.ipynb
 
 bench: install
 	$(BIN)/python bench/replies.py
