@@ -160,9 +160,11 @@ def _last_event_id(request):
 
 
 def _replay_from_database(message, after):
-    """A reply that ended long ago: its whole text as one delta, then its end."""
-    if message["content"] and after < 0:
-        yield "delta", 0, message["content"]
+    """A reply whose stream is gone (it ended long ago, or Redis lost it): its whole text,
+    as one delta for a new reader, as a reset for one resuming after index `after`, then
+    its end."""
+    if message["content"]:
+        yield ("delta", 0, message["content"]) if after < 0 else ("reset", after + 1, message["content"])
     kind, data = _final_event(message)
     yield kind, None, data
 

@@ -134,3 +134,18 @@ def test_the_reaper_requeues_a_reply_as_soon_as_its_lease_is_missing(testapp, ac
     assert runtime.reap() == [orphan]
     assert registry["redis"].exists(QUEUED_KEY.format(orphan))
     assert not registry["redis"].exists(QUEUED_KEY.format(just_sent))
+
+
+@pytest.mark.distributed
+def test_a_finished_reply_whose_stream_is_gone_still_ends_every_reader_with_its_text(api, live_server):
+    conversation = api.conversation()
+    reply = api.send(conversation, f"Replay me {marker()}").json()["data"]["assistantMessage"]
+    connection = redis.Redis.from_url(live_server.redis_url)
+    connection.delete(*connection.keys(f"aisystant:reply:{reply['id']}:*"))
+    connection.close()
+
+    fresh = api.stream(conversation, reply["id"])
+    resumed = api.stream(conversation, reply["id"], last_event_id=3)
+
+    assert text_of(fresh) == text_of(resumed, "partial text seen before") == reply["content"]
+    assert [event for event, _, _ in resumed] == ["reset", "done"] and indices(resumed) == [4]
