@@ -26,10 +26,11 @@ simulator: install
 	$(BIN)/aisystant-server simulator
 
 # JupyterLab on notebooks/, opening getting-started.ipynb, against the server of `make run`
-# (AISYSTANT_URL, when set, points the notebooks elsewhere).
+# (AISYSTANT_URL, when set, points the notebooks elsewhere). JupyterLab refuses to start as
+# root unless told, and containers often run as root.
 notebook: install
 	cd notebooks && AISYSTANT_URL="$${AISYSTANT_URL:-http://localhost:$${PORT:-3001}}" \
-		$(abspath $(BIN))/jupyter lab getting-started.ipynb
+		$(abspath $(BIN))/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) getting-started.ipynb
 
 bench: install
 	$(BIN)/python bench/replies.py
