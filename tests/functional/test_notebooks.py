@@ -6,6 +6,7 @@ in, as ``aisystant login`` would have. The embedded mode only: a kernel start co
 seconds, and what is tested here is the client side, the same in both modes.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -25,7 +26,6 @@ from nbclient.exceptions import CellExecutionError
 from aisystant_sdk import Client
 from aisystant_sdk.config import ConfigStore
 from aisystant_sdk.jupyter import ChatWidget, NotebookSession
-from aisystant_sdk.jupyter import session as notebook_session
 from tests.functional.live import marker, script
 from tests.jupyter_shell import cell_runner, notebook_shell
 from tests.processes import ROOT, Process, free_port, server_command
@@ -196,13 +196,30 @@ def test_without_a_valid_login_the_notebook_stops_on_one_readable_line(live_serv
     assert cell(notebook, "from collections import Counter").outputs == []
 
 
+@contextlib.contextmanager
+def kernel_for(user, cwd):
+    """A real kernel (the venv's python3) logged in as `user`, with the extension loaded."""
+    manager, kernel = start_new_kernel(kernel_name="python3", env=user.env(), cwd=str(cwd))
+    try:
+        kernel.execute_interactive("%load_ext aisystant_sdk.jupyter", timeout=30)
+        yield manager, kernel
+    finally:
+        kernel.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def printed(kernel, code):
+    """What `code` prints in the kernel."""
+    parts = []
+    kernel.execute_interactive(code, timeout=30, output_hook=lambda m: parts.append(m["content"].get("text", "")))
+    return "".join(parts)
+
+
 def test_interrupting_the_kernel_cancels_the_reply_and_keeps_the_partial_answer(live_server, tmp_path):
     user = NotebookUser(live_server.url, tmp_path / "config")
     tag = marker()
     script(live_server.simulator_url, tag, SLOW_REPLY)
-    manager, kernel = start_new_kernel(kernel_name="python3", env=user.env(), cwd=str(tmp_path))
-    try:
-        kernel.execute_interactive("%load_ext aisystant_sdk.jupyter", timeout=30)
+    with kernel_for(user, tmp_path) as (manager, kernel):
         request = kernel.execute(f"%%ask\nExplain everything at length {tag}")
         shown, error = [], None
         while True:
@@ -218,11 +235,7 @@ def test_interrupting_the_kernel_cancels_the_reply_and_keeps_the_partial_answer(
                 error = [ANSI.sub("", line) for line in content["traceback"]]
             elif kind == "status" and content["execution_state"] == "idle":
                 break
-        kept = []
-        kernel.execute_interactive("print(repr(_ask))", timeout=30, output_hook=lambda m: kept.append(m["content"].get("text", "")))
-    finally:
-        kernel.stop_channels()
-        manager.shutdown_kernel(now=True)
+        kept = printed(kernel, "print(repr(_ask))")
     assert shown[0] == "_AiSystant is thinking…_"
     assert error == ["AiSystant: interrupted: the reply was cancelled on the server; the partial answer is kept (in `_ask` too)"]
     [conversation] = user.client.list_conversations().items
@@ -230,7 +243,38 @@ def test_interrupting_the_kernel_cancels_the_reply_and_keeps_the_partial_answer(
     assert reply.status == "cancelled"
     assert reply.content.startswith("(simulated) You asked:") and "## Prevent it" not in reply.content
     assert shown[-1] == reply.content
-    assert "".join(kept).strip() == repr(reply.content)
+    assert kept.strip() == repr(reply.content)
+
+
+def test_in_a_kernel_the_widget_streams_and_stops_on_the_browser_s_clicks(live_server, tmp_path):
+    user = NotebookUser(live_server.url, tmp_path / "config")
+    tag = marker()
+    script(live_server.simulator_url, tag, SLOW_REPLY)
+    with kernel_for(user, tmp_path) as (_, kernel):
+        kernel.execute_interactive("from aisystant_sdk.jupyter import ChatWidget\nchat = ChatWidget()", timeout=30)
+        ids = json.loads(printed(kernel, "import json; print(json.dumps({name: getattr(chat, name).model_id "
+                                         "for name in ('text', 'send', 'stop', 'reply', 'status')}))"))
+
+        def browser(widget, data):  # what the widget's view in the browser sends on input and clicks
+            kernel.shell_channel.send(kernel.session.msg("comm_msg", {"comm_id": ids[widget], "data": data}))
+
+        browser("text", {"method": "update", "state": {"value": f"Explain everything at length {tag}"}, "buffer_paths": []})
+        browser("send", {"method": "custom", "content": {"event": "click"}})
+        replies, statuses = 0, []
+        while not any(status.startswith("Stopped") for status in statuses):
+            message = kernel.get_iopub_msg(timeout=30)
+            if message["msg_type"] != "comm_msg":
+                continue
+            state = message["content"]["data"].get("state", {})
+            if message["content"]["comm_id"] == ids["reply"] and "outputs" in state:
+                replies += 1
+                if replies == 3:  # streaming, from the widget's thread: the kernel is free for Stop
+                    browser("stop", {"method": "custom", "content": {"event": "click"}})
+            elif message["content"]["comm_id"] == ids["status"] and state.get("value"):
+                statuses.append(state["value"])
+    assert statuses == ["Stopping…", "Stopped: the reply was cancelled on the server; the partial answer is kept."]
+    [conversation] = user.client.list_conversations().items
+    assert user.client.get_full_conversation(conversation.id).messages[-1].status == "cancelled"
 
 
 @pytest.fixture
@@ -330,9 +374,7 @@ def shell_as(tmp_path, monkeypatch, capsys):
         monkeypatch.setenv("AISYSTANT_CONFIG_DIR", str(user.config_dir))
         monkeypatch.setenv("AISYSTANT_URL", user.url)
         monkeypatch.delenv("AISYSTANT_TOKEN", raising=False)
-        monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-        monkeypatch.setattr(notebook_session, "_current", None)
-        return cell_runner(notebook_shell(), capsys)
+        return cell_runner(notebook_shell(monkeypatch, tmp_path / "ipython"), capsys)
 
     return make
 

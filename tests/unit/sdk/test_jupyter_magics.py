@@ -1,3 +1,6 @@
+import builtins
+import sys
+
 import pytest
 
 from aisystant_sdk.config import ConfigStore
@@ -8,9 +11,7 @@ from tests.jupyter_shell import cell_runner, notebook_shell
 
 @pytest.fixture
 def shell(tmp_path, monkeypatch):
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
-    monkeypatch.setattr(notebook_session, "_current", None)
-    return notebook_shell()
+    return notebook_shell(monkeypatch, tmp_path / "ipython")
 
 
 @pytest.fixture
@@ -119,3 +120,12 @@ def test_help_on_the_magic_itself_still_works(shell):
 
 def test_cell_magic_bodies_are_left_alone(shell):
     assert shell.transform_cell("%%ask\n%ask is a magic?\n") == "get_ipython().run_cell_magic('ask', '', '%ask is a magic?\\n')\n"
+
+
+def test_a_test_shell_leaves_no_trace(tmp_path):
+    main = sys.modules["__main__"]
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        notebook_shell(monkeypatch, tmp_path / "ipython")
+        assert sys.modules["__main__"] is not main and "__IPYTHON__" in vars(builtins)
+    assert sys.modules["__main__"] is main
+    assert "__IPYTHON__" not in vars(builtins) and "display" not in vars(builtins)
