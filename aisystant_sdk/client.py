@@ -10,7 +10,9 @@ Why it is shaped this way:
   with a short backoff. Writes are not retried: a POST that timed out may have been
   stored, and sending a question twice would queue two replies.
 - A reply stream that drops mid-way is resumed with ``Last-Event-ID``; deltas already
-  seen are skipped by their index, so the caller receives each piece of text once.
+  seen are skipped by their index, so the caller receives each piece of text once, and a
+  ``reset`` (the reply started over) replaces the text so far, so the caller always ends
+  with exactly the stored text.
 - Every failure becomes an :class:`~aisystant_sdk.errors.AisystantError`, decided from
   the envelope's ``code`` in one place (:func:`~aisystant_sdk.errors.error_from_code`).
 """
@@ -20,8 +22,9 @@ from __future__ import annotations
 import json
 import locale
 import os
+import re
 import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import requests
 import urllib3
@@ -47,6 +50,8 @@ from .models import (
 from .sse import parse_stream
 
 DEFAULT_URL = "http://localhost:3001"
+# How the root of every AiSystant server introduces itself (see the contract's `GET /`).
+_ROOT_MESSAGE = "AiSystant API"
 
 Timeout = float | tuple[float, float]
 
@@ -68,16 +73,42 @@ def normalize_url(url: str) -> str:
 
 
 def default_language() -> str:
-    """``fr`` when the user's locale is French, ``en`` otherwise (the server defaults to French)."""
-    for name in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
-        value = os.environ.get(name)
+    """The user's language as a tag (``de-DE``), from the locale; ``en`` for C/POSIX.
+
+    ``AISYSTANT_LANGUAGE`` overrides it; then ``LC_ALL``, ``LC_MESSAGES`` and ``LANG``
+    are read in the order POSIX gives them precedence, then the first of ``LANGUAGE``.
+    """
+    for name in ("AISYSTANT_LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
+        value = os.environ.get(name, "").split(":")[0].strip()
         if value:
-            return "fr" if value.lower().startswith("fr") else "en"
+            return language_tag(value)
     try:
         value = locale.getlocale()[0] or ""
     except ValueError:
         value = ""
-    return "fr" if value.lower().startswith("fr") else "en"
+    return language_tag(value)
+
+
+def language_tag(value: str) -> str:
+    """``fr_FR.UTF-8@euro`` -> ``fr-FR``; ``C``, ``POSIX`` or nothing usable -> ``en``."""
+    tag = value.split(".")[0].split("@")[0].replace("_", "-").strip("-")
+    if not tag or tag.upper() in ("C", "POSIX") or not re.fullmatch(r"[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*", tag):
+        return "en"
+    return tag
+
+
+def accept_language(tag: str) -> str:
+    """The ``Accept-Language`` header for a language tag, English as the fallback.
+
+    The server answers in French or English and defaults to French (the original
+    product's language): a user whose locale is neither is better served in English,
+    so English is always listed, after the user's own language.
+    """
+    primary = tag.split("-")[0].lower()
+    values = [tag] if tag.lower() == primary else [tag, f"{primary};q=0.9"]
+    if primary != "en":
+        values.append("en;q=0.5")
+    return ", ".join(values)
 
 
 class Client:
@@ -91,8 +122,10 @@ class Client:
     ...     print(text, end="")
 
     ``url`` defaults to ``AISYSTANT_URL`` then ``http://localhost:3001``; ``token`` to
-    ``AISYSTANT_TOKEN``. ``language`` sets ``Accept-Language`` for the server's human
-    messages (default: from the locale, ``fr`` or ``en``).
+    ``AISYSTANT_TOKEN``. ``language`` (a tag such as ``fr`` or ``de-DE``; default:
+    ``AISYSTANT_LANGUAGE``, else the locale) is sent as ``Accept-Language``: the server's
+    human messages follow it (French or English), while the model answers in the
+    language of the question.
     """
 
     def __init__(
@@ -115,7 +148,7 @@ class Client:
         self.stream_timeout = stream_timeout
         self.retries = max(0, retries)
         self.backoff = backoff
-        self.language = language or default_language()
+        self.language = language_tag(language) if language else default_language()
         self.session = session or requests.Session()
         self.session.headers["User-Agent"] = f"aisystant-sdk/{__version__} {requests.utils.default_user_agent()}"
 
@@ -249,15 +282,24 @@ class Client:
             raise ProtocolError(f"the server at {self.url} did not return the sent message and its reply", code="protocol_error")
         return Exchange(user_message=Message.from_dict(user), assistant_message=Message.from_dict(assistant))
 
-    def stream_reply(self, conversation_id: int, message_id: int, *, last_event_id: str | None = None) -> "ReplyStream":
+    def stream_reply(
+        self,
+        conversation_id: int,
+        message_id: int,
+        *,
+        last_event_id: str | None = None,
+        on_reset: Callable[[str], None] | None = None,
+    ) -> "ReplyStream":
         """Follow one assistant reply over SSE: iterate the result for text chunks.
 
         The returned :class:`ReplyStream` yields each ``delta`` once, resumes with
         ``Last-Event-ID`` if the connection drops, and holds the final
         :class:`~aisystant_sdk.models.Message` in ``.message`` when done. A reply that
         fails raises the matching error (e.g. :class:`~aisystant_sdk.errors.ModelFailedError`).
+        ``on_reset(text)`` is called when the text so far must be replaced (see
+        :class:`ReplyStream`); a caller that shows chunks as they come should pass it.
         """
-        return ReplyStream(self, int(conversation_id), int(message_id), last_event_id=last_event_id)
+        return ReplyStream(self, int(conversation_id), int(message_id), last_event_id=last_event_id, on_reset=on_reset)
 
     def cancel(self, conversation_id: int, message_id: int) -> Message:
         """Stop a reply in flight; raises :class:`~aisystant_sdk.errors.ConflictError` if it had finished."""
@@ -270,6 +312,25 @@ class Client:
         """The server's health report (``GET /api/health``)."""
         return self._object(self._call("GET", "/api/health", auth=False))
 
+    def server_version(self) -> str:
+        """The version of the AiSystant server at ``url``, from its root (``GET /``).
+
+        Tells a wrong URL from a real answer: a 404 from a wrong path, or a refusal from
+        something that is not AiSystant, raises :class:`~aisystant_sdk.errors.ProtocolError`
+        (nothing listening: :class:`~aisystant_sdk.errors.UnreachableError`).
+        """
+        try:
+            response = self._request("GET", "/", auth=False)
+            body = self._envelope(response)
+        except (UnreachableError, ProtocolError):
+            raise
+        except AisystantError as exc:
+            raise ProtocolError(f"the server at {self.url} answered {exc.status} instead of AiSystant's root", status=exc.status) from None
+        message = body.get("message")
+        if not isinstance(message, str) or not message.startswith(_ROOT_MESSAGE):
+            raise ProtocolError(f"the server at {self.url} is not an AiSystant server", status=response.status_code)
+        return message.removeprefix(_ROOT_MESSAGE).strip().removeprefix("v")
+
     # -- plumbing -------------------------------------------------------------------
 
     @property
@@ -277,7 +338,7 @@ class Client:
         return self.timeout[0] if isinstance(self.timeout, tuple) else float(self.timeout)
 
     def _headers(self, auth: bool, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json", "Accept-Language": self.language}
+        headers = {"Accept": "application/json", "Accept-Language": accept_language(self.language)}
         if auth and self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         headers.update(extra or {})
@@ -389,12 +450,28 @@ class ReplyStream:
     ``message`` holds the final message (status ``complete``, or ``cancelled`` if someone
     stopped it) and ``text`` the whole text received. Call :meth:`close` (or use it as a
     context manager) to drop the connection early, e.g. before :meth:`Client.cancel`.
+
+    The text received so far can be replaced as a whole: by a ``reset`` event (the reply
+    was started over after its worker was lost, and the new attempt could not continue
+    the text word for word), or by a final message whose text differs from what streamed.
+    Then ``on_reset(text)`` is called with the whole new text, before the chunks that
+    extend it: a caller that printed chunks redraws (or says so) there. Either way
+    ``text`` is exactly what the server stored once the stream is done.
     """
 
     max_reconnects = 3
 
-    def __init__(self, client: Client, conversation_id: int, message_id: int, *, last_event_id: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        conversation_id: int,
+        message_id: int,
+        *,
+        last_event_id: str | None = None,
+        on_reset: Callable[[str], None] | None = None,
+    ) -> None:
         self.client = client
+        self.on_reset = on_reset
         self.conversation_id = conversation_id
         self.message_id = message_id
         self.last_event_id = last_event_id
@@ -460,6 +537,8 @@ class ReplyStream:
                         if piece:
                             progressed = True
                             yield piece
+                    elif event.event == "reset":
+                        progressed = self._reset(event.data) or progressed
                     elif event.event == "done":
                         self._done(event.data)
                         return
@@ -509,6 +588,24 @@ class ReplyStream:
         self._parts.append(text)
         return text
 
+    def _reset(self, data: str) -> bool:
+        """Replace the text so far (a ``reset`` event); False if it was seen before a resume."""
+        payload = self._json(data)
+        index, text = payload.get("index"), payload.get("text")
+        if not isinstance(text, str):
+            return False
+        if isinstance(index, int):
+            if index < self._next_index:
+                return False
+            self._next_index = index + 1
+        self._replace(text)
+        return True
+
+    def _replace(self, text: str) -> None:
+        self._parts = [text]
+        if self.on_reset is not None:
+            self.on_reset(text)
+
     def _done(self, data: str) -> None:
         message = Message.from_dict(self._json(data))
         if message.status == "error":
@@ -516,7 +613,7 @@ class ReplyStream:
         self.message = message
         if message.content and message.content != self.text:
             # The stored text is the reference (e.g. deltas were lost before a resume).
-            self._parts = [message.content]
+            self._replace(message.content)
 
     def _fail(self, data: str) -> None:
         payload = self._json(data)

@@ -32,3 +32,13 @@ def run():
         return runner.invoke(cli, list(args), input=input, env=env, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def fake_server():
+    """A stand-in AiSystant server (see fake_server.py); tests add the routes they need."""
+    from .fake_server import FakeServer
+
+    server = FakeServer()
+    yield server
+    server.stop()
