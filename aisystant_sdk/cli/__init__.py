@@ -4,7 +4,8 @@ One Click group, one module per command group (``auth``, ``ask``, ``chat``,
 ``conversations``). Commands never talk HTTP: they call the client, and the root group
 turns whatever the client raises into a one-line message and an exit code
 (:mod:`aisystant_sdk.cli.errors` holds the table), so no command catches errors itself
-and no expected failure shows a traceback.
+and no expected failure shows a traceback. A reader that goes away (``| head``) is a
+normal end: exit code 0, no message.
 
 The exit codes are a stable, documented table: see :mod:`aisystant_sdk.cli.errors`,
 repeated at the end of ``aisystant --help``.
@@ -24,14 +25,20 @@ from .auth import login, logout, register, whoami
 from .chat import chat
 from .conversations import conversations
 from .errors import EXIT_CODES_HELP, CliError, Interrupted, from_api_error
-from .state import CliState, OrderedGroup
+from .render import silence_stdout
+from .state import CliState, OrderedGroup, url_option
 
 EPILOG = f"""\b
 Environment:
   AISYSTANT_URL         server URL (like --url)
   AISYSTANT_TOKEN       token to use instead of the stored login
+  AISYSTANT_LANGUAGE    language of the server's messages (default: from LANG)
   AISYSTANT_CONFIG_DIR  where the login and state are kept
                         (default: {click.get_app_dir("aisystant")})
+
+\b
+Shell completion (add to ~/.bashrc; zsh: zsh_source in ~/.zshrc):
+  eval "$(_AISYSTANT_COMPLETE=bash_source aisystant)"
 
 {EXIT_CODES_HELP}"""
 
@@ -44,11 +51,14 @@ class AisystantGroup(OrderedGroup):
             return super().invoke(ctx)
         except AisystantError as exc:
             state = ctx.find_object(CliState) or CliState(url_option=ctx.params.get("url"))
-            raise from_api_error(exc, state) from None
+            raise from_api_error(state.diagnose(exc), state) from None
         except ConfigError as exc:
             raise CliError(str(exc)) from None
         except (KeyboardInterrupt, click.Abort):
             raise Interrupted() from None
+        except BrokenPipeError:
+            silence_stdout()  # the reader (e.g. `head`) has what it wanted
+            return None
 
 
 @click.group(
@@ -74,7 +84,7 @@ def cli(ctx: click.Context, url: str | None) -> None:
 
     \b
     Get started:
-      aisystant login --email me@example.com
+      aisystant login --url http://localhost:3001 --email me@example.com
       kubectl logs deploy/api --tail=200 | aisystant ask "why does it crash?"
       aisystant ask -c "how do I fix it?"
       aisystant chat
@@ -84,7 +94,7 @@ def cli(ctx: click.Context, url: str | None) -> None:
 
 
 for command in (login, register, logout, whoami, ask, chat, conversations):
-    cli.add_command(command)
+    cli.add_command(url_option(command))
 
 
 def main(argv: t.Sequence[str] | None = None) -> t.Any:

@@ -62,8 +62,9 @@ def ask(
 
     Text piped on standard input and each --file are attached as context, in labelled
     blocks after the question. Past --max-context characters the beginning is cut (the
-    end of a log is what usually matters) and a notice says so on stderr. Binary input
-    is refused. With only piped text and no question, the piped text is the question.
+    end of a log is what usually matters; with 0 the text is left out) and a notice says
+    so on stderr. Binary input is refused. With only piped text and no question, the
+    piped text is the question.
 
     Each ask starts a new conversation unless -c continues the last one or
     --conversation picks one. On a terminal the answer is rendered Markdown; piped or
@@ -82,16 +83,19 @@ def ask(
     stdin = sys.stdin.buffer
     if not stdin.isatty():
         piped = read_stdin(stdin, max_context)
-        if piped.text.strip():
+        if not piped.blank:
             attachments.append(piped)
     attachments += [read_file(path, max_context) for path in files]
-    if not text and not any(a.text.strip() for a in attachments):
+    if not text and all(a.blank for a in attachments):
         raise InputError('empty question and nothing piped on standard input: try aisystant ask "why is my pod Pending?"')
     attachments = cap(attachments, max_context)
     for attachment in attachments:
         if attachment.kept_chars is not None:
             info(notice(attachment))
     content = build_message(text, attachments)
+    if not content.strip():
+        raise InputError("nothing to send: the question is empty and --max-context 0 leaves out the attached text")
+    state.attached_chars = len(content) - len(text)
 
     client = state.client()
     cid = conversation_for(state, client, continue_last=continue_last, conversation_id=conversation_id)

@@ -38,6 +38,11 @@ class Attachment:
     def name(self) -> str:
         return "standard input" if self.is_stdin else self.label
 
+    @property
+    def blank(self) -> bool:
+        """Nothing but whitespace (a source cut while it was read is not known to be blank)."""
+        return not self.text.strip() and self.total_chars == len(self.text)
+
 
 def read_stdin(stream: BinaryIO, keep: int) -> Attachment:
     """Piped standard input, as :func:`read_source` reads it."""
@@ -132,7 +137,12 @@ def content_of(attachment: Attachment) -> str:
 
 
 def notice(attachment: Attachment) -> str:
-    """The stderr line saying a source was cut."""
+    """The stderr line saying a source was cut, or left out (``--max-context 0``)."""
+    if attachment.kept_chars == 0:
+        return (
+            f"aisystant: {attachment.name} ({attachment.total_chars:,} characters) was left out: "
+            "--max-context leaves no room for it"
+        )
     return (
         f"aisystant: {attachment.name} was cut to its last {attachment.kept_chars:,} of {attachment.total_chars:,} characters "
         "(raise --max-context to keep more)"
@@ -150,7 +160,7 @@ def build_message(question: str, attachments: list[Attachment]) -> str:
     Piped text with no question and no file is sent as it is (it *is* the question, as in
     ``echo "what is OOMKilled?" | aisystant ask``).
     """
-    sources = [a for a in attachments if a.total_chars]
+    sources = [a for a in attachments if a.total_chars and a.kept_chars != 0]
     if not question and len(sources) == 1 and sources[0].is_stdin:
         return content_of(sources[0])
     blocks = [question] if question else []

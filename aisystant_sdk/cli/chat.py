@@ -5,6 +5,11 @@ directory across sessions). With standard input piped, each line is one message,
 session can be scripted. A reply is streamed like ``ask``; Ctrl-C during a reply cancels
 it on the server and returns to the prompt, Ctrl-C at the prompt clears the line, Ctrl-D
 (end of input) leaves.
+
+The server and the login are checked before the welcome line, so a wrong URL or an
+expired session ends the command at once rather than after the first question. Once the
+session runs, a failure that the next message may not meet (the network, the model, a
+rate limit, a message too large) is one line on stderr, and the session goes on.
 """
 
 from __future__ import annotations
@@ -14,7 +19,15 @@ from typing import Callable
 
 import click
 
-from ..errors import ModelFailedError, PayloadTooLargeError, RateLimitedError, ValidationError
+from ..errors import (
+    ModelFailedError,
+    PayloadTooLargeError,
+    ProtocolError,
+    RateLimitedError,
+    ServerError,
+    UnreachableError,
+    ValidationError,
+)
 from .ask import conversation_for
 from .errors import CliError, Interrupted, from_api_error
 from .render import ReplyPrinter, info
@@ -26,7 +39,15 @@ HELP = f"""Type a message and press Enter. {MULTILINE} on its own line starts an
 a line ending with \\ continues on the next line. Ctrl-C cancels a reply, Ctrl-D or /exit leaves."""
 
 # Errors after which the session can go on: the next message may well succeed.
-_RECOVERABLE = (ModelFailedError, RateLimitedError, ValidationError, PayloadTooLargeError)
+_RECOVERABLE = (
+    ModelFailedError,
+    RateLimitedError,
+    ValidationError,
+    PayloadTooLargeError,
+    UnreachableError,
+    ProtocolError,
+    ServerError,
+)
 
 
 def _terminal_reader(state: CliState) -> Callable[[str], str]:
@@ -102,15 +123,16 @@ def chat(state: CliState, continue_last: bool, conversation_id: int | None) -> N
       printf 'what is a liveness probe?\\nand a readiness probe?\\n' | aisystant chat
     """
     client = state.client()
+    user = client.me()  # fail now (server, login), not after the first message
     interactive = sys.stdin.isatty()
     read = _terminal_reader(state) if interactive else _piped_reader
     cid: int | None = None
     if continue_last or conversation_id is not None:
         cid = conversation_for(state, client, continue_last=continue_last, conversation_id=conversation_id)
-        client.get_conversation(cid, limit=1)  # fail now, not after the first message
+        client.get_conversation(cid, limit=1)
     if interactive:
         where = f"conversation {cid}" if cid else "a new conversation"
-        info(f"AiSystant chat on {state.url}, in {where}. /help for help, Ctrl-D to leave.")
+        info(f"AiSystant chat on {state.url} as {user.username}, in {where}. /help for help, Ctrl-D to leave.")
     while True:
         try:
             message = read_message(read).strip()
@@ -128,15 +150,16 @@ def chat(state: CliState, continue_last: bool, conversation_id: int | None) -> N
         if message == "/help":
             info(HELP)
             continue
-        if cid is None:
-            cid = conversation_for(state, client, continue_last=False, conversation_id=None)
         try:
+            if cid is None:
+                cid = conversation_for(state, client, continue_last=False, conversation_id=None)
             converse(client, cid, message, ReplyPrinter())
         except Interrupted as exc:
             info(exc.message)
         except _RECOVERABLE as exc:
             error: CliError = from_api_error(exc, state)
             info(f"Error: {error.message}")
-        state.store.set_last_conversation(state.url, cid)
+        if cid is not None:
+            state.store.set_last_conversation(state.url, cid)
         if interactive:
             info("")

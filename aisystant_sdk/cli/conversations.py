@@ -41,10 +41,12 @@ def conversations() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
 @pass_state
 def list_(state: CliState, limit: int, show_all: bool, as_json: bool) -> None:
-    """List your conversations, most recently active first.
+    """List your conversations, most recently updated first.
 
-    On a terminal this is a table; piped, one line per conversation with tab-separated
-    ID, title, message count and last activity (UTC).
+    A conversation is updated by a new message, a rename, or the title the server
+    gives it after the first exchange; the UPDATED column is that time (UTC), the one
+    the list is ordered by. On a terminal this is a table; piped, one line per
+    conversation with tab-separated ID, title, message count and update time.
 
     \b
     Examples:

@@ -125,10 +125,14 @@ def from_api_error(exc: AisystantError, ctx: Context) -> CliError:
             return CliError(f"{url} is not a valid server URL: set --url or AISYSTANT_URL", EXIT_UNREACHABLE)
         if exc.code == "timeout":
             return CliError(f"the AiSystant server at {url} did not answer in time: try again, or check that it is healthy", EXIT_UNREACHABLE)
-        return CliError(f"cannot reach the AiSystant server at {url}: is it running? (set --url or AISYSTANT_URL)", EXIT_UNREACHABLE)
+        return CliError(f"cannot reach an AiSystant server at {url}: is it running? (set --url or AISYSTANT_URL)", EXIT_UNREACHABLE)
     if isinstance(exc, ProtocolError):
-        answered = f" (it answered HTTP {exc.status})" if exc.status else ""
-        return CliError(f"{url} did not answer like an AiSystant server{answered}: check --url or AISYSTANT_URL", EXIT_UNREACHABLE)
+        answered = f" (HTTP {exc.status})" if exc.status else ""
+        return CliError(
+            f"cannot reach an AiSystant server at {url}: what answered there is not AiSystant{answered}; "
+            "check --url or AISYSTANT_URL",
+            EXIT_UNREACHABLE,
+        )
     if isinstance(exc, InvalidCredentialsError):
         return CliError("wrong email or password: check them and run `aisystant login` again", EXIT_AUTH)
     if isinstance(exc, AuthError):
@@ -162,7 +166,8 @@ def from_api_error(exc: AisystantError, ctx: Context) -> CliError:
     if isinstance(exc, RateLimitedError):
         return CliError(f"rate limited by the server at {url}: {_wait(exc.retry_after)} and try again", EXIT_RATE_LIMITED)
     if isinstance(exc, PayloadTooLargeError):
-        return CliError("the message is too large for the server: attach less, or lower --max-context", EXIT_ERROR)
+        # Optional: other callers' contexts (the notebook's) attach nothing of their own.
+        return too_large(exc, getattr(ctx, "attached_chars", 0))
     if isinstance(exc, ValidationError):
         return CliError(f"the server refused the request: {exc.message}{_details(exc)}", EXIT_ERROR)
     if isinstance(exc, ConflictError):
@@ -173,3 +178,13 @@ def from_api_error(exc: AisystantError, ctx: Context) -> CliError:
 
 def not_logged_in(url: str) -> CliError:
     return CliError(f"not logged in to {url}: run `aisystant login` (or set AISYSTANT_TOKEN)", EXIT_AUTH)
+
+
+def too_large(exc: AisystantError, attached_chars: int) -> CliError:
+    """A message over the server's cap: the advice depends on what made it large."""
+    limit = f" ({exc.message.rstrip('.')})" if exc.message else ""
+    if attached_chars:
+        advice = f"lower --max-context ({attached_chars:,} characters were attached) or shorten the question"
+    else:
+        advice = "shorten it; a long log is better piped to `aisystant ask` or given with --file, which --max-context caps"
+    return CliError(f"the message is too large for the server{limit}: {advice}", EXIT_ERROR)

@@ -297,9 +297,14 @@ def test_export_markdown(logged_in, cli_user, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("# ")
     assert f"_Conversation {detail.conversation.id} on {logged_in.url.rstrip('/')}, started " in result.stdout
-    assert "## You" in result.stdout and "## AiSystant" in result.stdout
     assert "how do I read pod events?" in result.stdout
-    assert detail.messages[1].content.strip() in result.stdout
+    assert [line for line in result.stdout.splitlines() if line.startswith("## ")] == [
+        f"## You · {m.created_at:%Y-%m-%d %H:%M} UTC" if m.role == "user" else f"## AiSystant · {m.created_at:%Y-%m-%d %H:%M} UTC"
+        for m in detail.messages
+    ]
+    answer = detail.messages[1].content.strip()
+    assert "\n## " in answer  # the model's own sections...
+    assert answer.replace("\n## ", "\n### ") in result.stdout  # ...sit one level below the message heading
 
     path = tmp_path / "export.md"
     assert logged_in("conversations", "export", "-o", str(path)).returncode == 0
@@ -377,17 +382,35 @@ def test_another_users_conversation_is_not_found(logged_in, live_server):
     assert result.returncode == 4
 
 
-def test_server_unreachable(aisystant, cli_user):
+@pytest.mark.parametrize("token", [True, False], ids=["token", "no-token"])
+def test_server_unreachable(aisystant, cli_user, token):
     url = f"http://127.0.0.1:{free_port()}"
-    result = aisystant("--url", url, "ask", "why?", env={"AISYSTANT_TOKEN": cli_user.client.token})
+    result = aisystant("--url", url, "ask", "why?", env={"AISYSTANT_TOKEN": cli_user.client.token if token else None})
     assert result.returncode == 5
-    assert result.stderr == f"Error: cannot reach the AiSystant server at {url}: is it running? (set --url or AISYSTANT_URL)\n"
+    assert result.stderr == f"Error: cannot reach an AiSystant server at {url}: is it running? (set --url or AISYSTANT_URL)\n"
 
 
-def test_wrong_url(aisystant, cli_user, live_server):
-    result = aisystant("whoami", env={"AISYSTANT_URL": live_server.simulator_url, "AISYSTANT_TOKEN": "x"})
-    assert result.returncode == 5
-    assert "did not answer like an AiSystant server" in result.stderr
+def not_aisystant(url, status=404):
+    return (
+        f"Error: cannot reach an AiSystant server at {url}: what answered there is not AiSystant (HTTP {status}); "
+        "check --url or AISYSTANT_URL\n"
+    )
+
+
+@pytest.mark.parametrize("token, status", [(True, 404), (False, 200)], ids=["token", "no-token"])
+def test_wrong_url(aisystant, cli_user, live_server, token, status):
+    env = {"AISYSTANT_URL": live_server.simulator_url, "AISYSTANT_TOKEN": cli_user.client.token if token else None}
+    result = aisystant("whoami", env=env)
+    assert (result.returncode, result.stderr) == (5, not_aisystant(live_server.simulator_url, status))
+
+
+@pytest.mark.parametrize("token", [True, False], ids=["token", "no-token"])
+def test_wrong_path_on_an_aisystant_server(aisystant, cli_user, live_server, token):
+    url = live_server.url + "/api"
+    env = {"AISYSTANT_URL": url, "AISYSTANT_TOKEN": cli_user.client.token if token else None}
+    for command in (["conversations", "list"], ["conversations", "show", "1"], ["ask", "why?"]):
+        result = aisystant(*command, env=env)
+        assert (result.returncode, result.stderr) == (5, not_aisystant(url)), command
 
 
 def test_empty_question_and_empty_stdin(logged_in, cli_user):
@@ -554,3 +577,137 @@ def test_client_pages_through_conversations(cli_user):
     assert {c.id for c in cli_user.client.iter_conversations(page_size=2)} == created
     page = cli_user.client.list_conversations(limit=2)
     assert len(page) == 2 and page.next_cursor
+
+
+# -- the issue of an on-call engineer's week (issue 11) ---------------------------------
+
+
+def test_login_with_the_url_after_the_command_as_the_readme_says(aisystant, cli_user, live_server):
+    result = aisystant("login", "--url", live_server.url, "--email", cli_user.email, "--password-stdin",
+                       input=cli_user.password, env={"AISYSTANT_URL": None})
+    assert result.returncode == 0, result.stderr
+    assert aisystant("whoami", env={"AISYSTANT_URL": None}).stdout.startswith(f"{cli_user.username} <")
+
+
+def test_ask_piped_to_head_ends_quietly_with_the_reply_complete(logged_in, cli_user, live_server):
+    marker = unique("long-")
+    script_upstream(live_server, marker, {"reply_tokens": 600, "tokens_per_second": 300})
+    process = logged_in.popen("ask", f"explain in detail {marker}")
+    first_line = process.stdout.readline()
+    process.stdout.close()  # what `| head -1` does once it has its line
+    _, stderr = process.communicate(timeout=60)
+    assert first_line.startswith(b"(simulated)")
+    assert (process.returncode, stderr) == (0, b"")
+    assert only_conversation(cli_user).messages[-1].status == "complete"
+
+
+def wait_for_question(cli_user, text, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for conversation in cli_user.client.list_conversations().items:
+            if any(m.content == text for m in cli_user.client.get_conversation(conversation.id).messages):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} never reached the server")
+
+
+def test_chat_ctrl_c_cancels_the_question_and_the_next_one_is_sent_alone(logged_in, cli_user, live_server):
+    cancelled, follow_up = f"and what about {unique('OOMKilled-')}?", f"tell me about {unique('disk-pressure-')}"
+    script_upstream(live_server, cancelled, {"ttft_ms": 20000})
+    process = subprocess.Popen(COMMAND + ["chat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=logged_in.env(), text=True)
+    try:
+        process.stdin.write(cancelled + "\n")
+        process.stdin.flush()
+        wait_for_question(cli_user, cancelled)
+        time.sleep(0.3)
+        process.send_signal(signal.SIGINT)
+        assert process.stderr.readline() == "Interrupted: the reply was cancelled on the server.\n"
+        process.stdin.write(follow_up + "\n")
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert stderr == ""
+    assert stdout.startswith(f'(simulated) You asked: "{follow_up}".')
+    statuses = [(m.role, m.status) for m in only_conversation(cli_user).messages]
+    assert statuses == [("user", "complete"), ("assistant", "cancelled"), ("user", "complete"), ("assistant", "complete")]
+    prompt = reply_request(live_server, follow_up, follow_up)["messages"]
+    assert not any(cancelled in text_of(m) for m in prompt), prompt
+
+
+def test_chat_checks_the_server_before_it_starts(logged_in):
+    down = f"http://127.0.0.1:{free_port()}"
+    result = logged_in("chat", input="first\n", env={"AISYSTANT_URL": down, "AISYSTANT_TOKEN": logged_in.stored_token()})
+    assert result.returncode == 5
+    assert result.stderr == f"Error: cannot reach an AiSystant server at {down}: is it running? (set --url or AISYSTANT_URL)\n"
+
+
+def test_a_question_too_long_for_the_server_says_to_shorten_it(logged_in):
+    result = logged_in("ask", "x" * 110_000)
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: the message is too large for the server (")
+    assert result.stderr.endswith("): shorten it; a long log is better piped to `aisystant ask` or given with --file, "
+                                  "which --max-context caps\n")
+
+
+@pytest.mark.parametrize(
+    "environment, language",
+    [({"LANG": "en_US.UTF-8"}, "en"), ({"LANG": "fr_FR.UTF-8"}, "fr"), ({"LANG": "de_DE.UTF-8"}, "en"),
+     ({"LANG": "en_US.UTF-8", "AISYSTANT_LANGUAGE": "fr"}, "fr")],
+)
+def test_the_reply_follows_the_users_locale(logged_in, cli_user, live_server, environment, language):
+    question = f"why is my pod Pending? {unique()}"
+    assert logged_in("ask", question, env=environment).returncode == 0
+    assert only_conversation(cli_user).messages[-1].metadata["language"] == language
+    assert "language of the user's last message" in reply_request(live_server, question, question)["system"]
+
+
+def test_export_keeps_one_outline(logged_in, cli_user, live_server):
+    marker = unique("outline-")
+    script_upstream(live_server, marker, {"text": "## Likely cause\n\nMemory.\n\n```bash\n# check it\nfree -m\n```\n\n## Fix\n\nRaise it."})
+    assert logged_in("ask", f"why OOMKilled? {marker}").returncode == 0
+    exported = logged_in("conversations", "export").stdout
+    headings = [line for line in exported.splitlines() if line.startswith("#")]
+    assert [heading.split(" ·")[0] for heading in headings[1:3]] == ["## You", "## AiSystant"]
+    assert headings[3:] == ["### Likely cause", "# check it", "### Fix"]
+    assert "```bash\n# check it\nfree -m\n```" in exported
+
+
+def test_list_order_and_its_time_column_agree_after_a_rename(logged_in, cli_user):
+    older = cli_user.client.create_conversation("older")
+    cli_user.client.create_conversation("newer")
+    cli_user.client.rename_conversation(older.id, "older, renamed")
+    rows = [line.split("\t") for line in logged_in("conversations", "list").stdout.splitlines()]
+    assert [row[1] for row in rows] == ["older, renamed", "newer"]
+    times = [row[3] for row in rows]
+    assert times == sorted(times, reverse=True)
+    assert times[0] == f"{cli_user.client.get_conversation(older.id).conversation.updated_at:%Y-%m-%d %H:%M} UTC"
+
+
+def readme_section(title):
+    text = (REPO / "README.md").read_text()
+    return text.split(title, 1)[1]
+
+
+def test_readme_curl_walkthrough_works_twice_on_the_same_database(live_server):
+    block = readme_section("Try it with curl").split("```bash\n", 1)[1].split("```", 1)[0]
+    script = "set -euo pipefail\n" + block.replace("localhost:3001", live_server.url.removeprefix("http://"))
+    for run in range(2):
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, (run, result.stdout, result.stderr)
+        assert "event: done" in result.stdout, result.stdout
+
+
+def test_documented_completion_line_gives_a_bash_completion(aisystant):
+    line = next(line for line in readme_section("## The command line").splitlines() if "_AISYSTANT_COMPLETE=bash_source" in line)
+    result = subprocess.run(["bash", "-c", line.split("#")[0] + "\ncomplete -p aisystant"], capture_output=True, text=True,
+                            env={**aisystant.env(), "PATH": f"{BIN}:{os.environ['PATH']}"}, timeout=30)
+    assert result.stdout.strip() == "complete -o nosort -F _aisystant_completion aisystant", result.stderr
+
+
+def test_version(aisystant):
+    from aisystant_sdk import __version__
+
+    assert aisystant("--version").stdout == f"aisystant, version {__version__}\n"

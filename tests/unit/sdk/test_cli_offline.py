@@ -1,14 +1,27 @@
 import io
 
+import click
 import pytest
 
+from aisystant_sdk.cli import cli
 from aisystant_sdk.config import ConfigStore
 
-NOT_LOGGED_IN = "Error: not logged in to http://localhost:3001: run `aisystant login` (or set AISYSTANT_TOKEN)\n"
+from .fake_server import NOT_FOUND, Answer, envelope, failure
+
+
+def not_logged_in(url):
+    return f"Error: not logged in to {url}: run `aisystant login` (or set AISYSTANT_TOKEN)\n"
 
 
 def unreachable(url):
-    return f"Error: cannot reach the AiSystant server at {url}: is it running? (set --url or AISYSTANT_URL)\n"
+    return f"Error: cannot reach an AiSystant server at {url}: is it running? (set --url or AISYSTANT_URL)\n"
+
+
+def not_aisystant(url, status=404):
+    return (
+        f"Error: cannot reach an AiSystant server at {url}: what answered there is not AiSystant (HTTP {status}); "
+        "check --url or AISYSTANT_URL\n"
+    )
 
 
 @pytest.fixture
@@ -16,16 +29,51 @@ def token(monkeypatch):
     monkeypatch.setenv("AISYSTANT_TOKEN", "a-token")
 
 
-@pytest.mark.parametrize(
-    "args",
-    [["whoami"], ["ask", "why?"], ["chat"], ["conversations", "list"], ["conversations", "show", "1"]],
-    ids=" ".join,
-)
-def test_not_logged_in(run, args):
-    result = run(*args)
+COMMANDS_NEEDING_LOGIN = [["whoami"], ["ask", "why?"], ["chat"], ["conversations", "list"], ["conversations", "show", "1"]]
+
+
+@pytest.mark.parametrize("args", COMMANDS_NEEDING_LOGIN, ids=" ".join)
+def test_not_logged_in(run, fake_server, args):
+    result = run("--url", fake_server.url, *args)
     assert result.exit_code == 3
-    assert result.stderr == NOT_LOGGED_IN
+    assert result.stderr == not_logged_in(fake_server.url)
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["ask", "why?"], ["chat"]], ids=" ".join)
+def test_wrong_url_without_a_token_is_unreachable_not_logged_out(run, closed_url, args):
+    result = run("--url", closed_url, *args)
+    assert result.exit_code == 5
+    assert result.stderr == unreachable(closed_url)
+
+
+def test_wrong_path_without_a_token_is_unreachable_not_logged_out(run, fake_server):
+    fake_server.routes[("GET", "/")] = NOT_FOUND
+    result = run("--url", fake_server.url + "/api", "whoami")
+    assert result.exit_code == 5
+    assert result.stderr == not_aisystant(fake_server.url + "/api")
+
+
+def test_wrong_path_with_a_token_is_unreachable_not_not_found(run, fake_server, token):
+    fake_server.routes[("GET", "/")] = NOT_FOUND
+    for args in (["whoami"], ["conversations", "show", "42"], ["ask", "--conversation", "42", "why?"]):
+        result = run("--url", fake_server.url, *args)
+        assert (result.exit_code, result.stderr) == (5, not_aisystant(fake_server.url)), args
+
+
+def test_missing_conversation_on_an_aisystant_server_is_not_found(run, fake_server, token):
+    result = run("--url", fake_server.url, "conversations", "show", "42")
+    assert result.exit_code == 4
+    assert result.stderr == (
+        f"Error: conversation 42 not found on {fake_server.url}: see yours with `aisystant conversations list`\n"
+    )
+
+
+def test_something_else_than_aisystant_is_unreachable(run, fake_server, token):
+    fake_server.routes[("GET", "/")] = Answer(200, b"<html>hello</html>", "text/html")
+    fake_server.routes[("GET", "/api/auth/me")] = Answer(404, b"<html>not here</html>", "text/html")
+    result = run("--url", fake_server.url, "whoami")
+    assert (result.exit_code, result.stderr) == (5, not_aisystant(fake_server.url, 404))
 
 
 def test_unreachable_server_on_a_read(run, closed_url, token):
@@ -39,6 +87,32 @@ def test_unreachable_server_on_ask(run, closed_url, token):
     result = run("--url", closed_url, "ask", "why?")
     assert result.exit_code == 5
     assert result.stderr == unreachable(closed_url)
+
+
+def leaf_commands(group, path=()):
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from leaf_commands(command, (*path, name))
+        else:
+            yield (*path, name)
+
+
+@pytest.mark.parametrize("command", list(leaf_commands(cli)), ids=" ".join)
+def test_every_command_takes_url_after_its_name(run, command):
+    result = run(*command, "--help")
+    assert "--url URL" in result.output
+
+
+def test_login_url_after_the_command(run, closed_url):
+    result = run("login", "--url", closed_url, "-e", "me@example.com", "--password-stdin", input="password1\n")
+    assert result.exit_code == 5
+    assert result.stderr == unreachable(closed_url)
+
+
+def test_url_after_the_command_wins_over_the_one_before_and_the_environment(run, fake_server):
+    result = run("--url", "http://127.0.0.1:1", "conversations", "list", "--url", fake_server.url,
+                 env={"AISYSTANT_URL": "http://127.0.0.1:2"})
+    assert result.stderr == not_logged_in(fake_server.url)
 
 
 def test_url_option_wins_over_environment(run, closed_url, token):
@@ -57,11 +131,11 @@ def test_saved_url_is_used_when_nothing_else_is_set(run, closed_url, token):
     assert run("whoami").stderr == unreachable(closed_url)
 
 
-def test_stored_token_is_only_used_for_its_server(run, closed_url):
+def test_stored_token_is_only_used_for_its_server(run, fake_server):
     ConfigStore().save_token("http://elsewhere:3001", "token")
-    result = run("--url", closed_url, "whoami")
+    result = run("--url", fake_server.url, "whoami")
     assert result.exit_code == 3
-    assert "not logged in to " + closed_url in result.stderr
+    assert result.stderr == not_logged_in(fake_server.url)
 
 
 def test_stored_token_is_found_for_its_server(run, closed_url):
@@ -206,3 +280,96 @@ def test_broken_state_file_is_one_line(run, config_dir, token):
     result = run("whoami")
     assert result.exit_code == 1
     assert result.stderr == f"Error: {config_dir / 'config.json'} does not hold a JSON object: fix it or delete it\n"
+
+
+# -- against a stand-in server --------------------------------------------------------
+
+USER = {"id": 1, "username": "alice", "email": "alice@example.com", "role": "user"}
+CONVERSATION = {"id": 7, "user_id": 1, "title": "Nouvelle conversation"}
+MESSAGES = "/api/chat/conversations/7/messages"
+
+
+def exchange(request):
+    question = {"id": 10, "conversation_id": 7, "role": "user", "content": request.body["content"], "status": "complete"}
+    reply = {"id": 11, "conversation_id": 7, "role": "assistant", "content": "", "status": "pending"}
+    return Answer(202, envelope({"userMessage": question, "assistantMessage": reply}))
+
+
+@pytest.fixture
+def server(fake_server, token):
+    fake_server.routes.update({
+        ("GET", "/api/auth/me"): Answer(200, envelope(USER)),
+        ("POST", "/api/chat/conversations"): Answer(201, envelope(CONVERSATION)),
+        ("POST", MESSAGES): exchange,
+    })
+    return fake_server
+
+
+def sent(server):
+    return [r.body["content"] for r in server.requests if (r.method, r.path) == ("POST", MESSAGES)]
+
+
+def test_chat_network_error_during_a_reply_is_one_line_and_the_session_goes_on(run, server):
+    server.routes[("GET", MESSAGES + "/11/stream")] = Answer(None)
+    result = run("--url", server.url, "chat", input="first question\nsecond question\n")
+    assert result.exit_code == 0
+    assert result.stderr == unreachable(server.url) * 2
+    assert sent(server) == ["first question", "second question"]
+
+
+def test_chat_checks_the_login_before_reading_a_question(run, server):
+    server.routes[("GET", "/api/auth/me")] = Answer(401, failure("unauthorized", "Invalid token."))
+    result = run("--url", server.url, "chat", input="a question\n")
+    assert result.exit_code == 3
+    assert result.stderr == "Error: the server at {} refused the token in AISYSTANT_TOKEN (expired or revoked): " \
+        "set a fresh one, or unset it and run `aisystant login`\n".format(server.url)
+    assert sent(server) == []
+
+
+def test_max_context_zero_leaves_the_piped_text_out_and_says_so(run, server):
+    server.routes[("POST", MESSAGES)] = Answer(413, failure("payload_too_large", "stop here"))
+    result = run("--url", server.url, "ask", "--max-context", "0", "why?", input="a log line\n")
+    assert "aisystant: standard input (11 characters) was left out: --max-context leaves no room for it\n" in result.stderr
+    assert sent(server) == ["why?"]
+
+
+def test_max_context_zero_with_only_piped_text_has_nothing_to_send(run, server):
+    result = run("--url", server.url, "ask", "--max-context", "0", input="what is OOMKilled?\n")
+    assert result.exit_code == 2
+    assert result.stderr.endswith(
+        "Error: nothing to send: the question is empty and --max-context 0 leaves out the attached text\n")
+    assert sent(server) == []
+
+
+TOO_LONG = Answer(413, failure("payload_too_large", "Message too long: at most 100000 characters."))
+
+
+def test_a_question_too_long_for_the_server_says_to_shorten_it(run, server):
+    server.routes[("POST", MESSAGES)] = TOO_LONG
+    result = run("--url", server.url, "ask", "x" * 110_000)
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: the message is too large for the server (Message too long: at most 100000 characters): shorten it; "
+        "a long log is better piped to `aisystant ask` or given with --file, which --max-context caps\n"
+    )
+
+
+def test_attached_text_too_long_for_the_server_says_to_lower_max_context(run, server):
+    server.routes[("POST", MESSAGES)] = TOO_LONG
+    result = run("--url", server.url, "ask", "why?", input="y" * 1000)
+    assert result.exit_code == 1
+    assert result.stderr.endswith(": lower --max-context (1,035 characters were attached) or shorten the question\n")
+
+
+@pytest.mark.parametrize(
+    "environment, header",
+    [
+        ({"LANG": "en_US.UTF-8"}, "en-US, en;q=0.9"),
+        ({"LANG": "de_DE.UTF-8"}, "de-DE, de;q=0.9, en;q=0.5"),
+        ({"LANG": "en_US.UTF-8", "AISYSTANT_LANGUAGE": "fr"}, "fr, en;q=0.5"),
+    ],
+)
+def test_the_cli_sends_the_users_language(run, server, environment, header):
+    cleared = {"LC_ALL": None, "LC_MESSAGES": None, "LANGUAGE": None, "AISYSTANT_LANGUAGE": None}
+    assert run("--url", server.url, "whoami", env={**cleared, **environment}).exit_code == 0
+    assert {r.headers["Accept-Language"] for r in server.requests} == {header}

@@ -33,6 +33,7 @@ class Ctx:
     url: str = URL
     token_source: str = "file"
     conversation_id: int | None = None
+    attached_chars: int = 0
 
 
 def response(status, body, headers=None, content_type="application/json"):
@@ -112,16 +113,35 @@ def test_a_success_envelope_with_success_false_raises():
 
 def test_client_sends_language_and_token():
     client = Client(URL, "tok", language="fr")
-    assert client._headers(True) == {"Accept": "application/json", "Accept-Language": "fr", "Authorization": "Bearer tok"}
+    assert client._headers(True) == {"Accept": "application/json", "Accept-Language": "fr, en;q=0.5", "Authorization": "Bearer tok"}
     assert "Authorization" not in client._headers(False)
 
 
-@pytest.mark.parametrize("lang, expected", [("fr_FR.UTF-8", "fr"), ("en_US.UTF-8", "en"), ("C.UTF-8", "en"), ("de_DE", "en")])
-def test_language_follows_the_locale(monkeypatch, lang, expected):
-    for name in ("LC_ALL", "LC_MESSAGES", "LANGUAGE"):
+@pytest.mark.parametrize(
+    "lang, header",
+    [
+        ("fr_FR.UTF-8", "fr-FR, fr;q=0.9, en;q=0.5"),
+        ("en_US.UTF-8", "en-US, en;q=0.9"),
+        ("C.UTF-8", "en"),
+        ("POSIX", "en"),
+        ("de_DE@euro", "de-DE, de;q=0.9, en;q=0.5"),
+    ],
+)
+def test_accept_language_follows_the_locale_with_english_as_fallback(monkeypatch, lang, header):
+    for name in ("AISYSTANT_LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANGUAGE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LANG", lang)
-    assert Client(URL).language == expected
+    assert Client(URL)._headers(False)["Accept-Language"] == header
+
+
+def test_lc_all_wins_over_lang_and_aisystant_language_over_both(monkeypatch):
+    monkeypatch.delenv("LC_MESSAGES", raising=False)
+    monkeypatch.setenv("LANG", "fr_FR.UTF-8")
+    monkeypatch.setenv("LC_ALL", "en_GB.UTF-8")
+    assert Client(URL).language == "en-GB"
+    monkeypatch.setenv("AISYSTANT_LANGUAGE", "fr")
+    assert Client(URL).language == "fr"
+    assert Client(URL, language="de_AT").language == "de-AT"
 
 
 def test_client_normalizes_the_url():
@@ -153,7 +173,7 @@ def test_unreachable_is_raised_after_retrying_reads(closed_url):
             UnreachableError("x"),
             Ctx(),
             5,
-            f"cannot reach the AiSystant server at {URL}: is it running? (set --url or AISYSTANT_URL)",
+            f"cannot reach an AiSystant server at {URL}: is it running? (set --url or AISYSTANT_URL)",
         ),
         (
             UnreachableError("x", code="timeout"),
@@ -165,13 +185,14 @@ def test_unreachable_is_raised_after_retrying_reads(closed_url):
             ProtocolError("answered 404 with text/html", status=404),
             Ctx(),
             5,
-            f"{URL} did not answer like an AiSystant server (it answered HTTP 404): check --url or AISYSTANT_URL",
+            f"cannot reach an AiSystant server at {URL}: what answered there is not AiSystant (HTTP 404); "
+            "check --url or AISYSTANT_URL",
         ),
         (
             ProtocolError("the reply stream sent malformed data"),
             Ctx(),
             5,
-            f"{URL} did not answer like an AiSystant server: check --url or AISYSTANT_URL",
+            f"cannot reach an AiSystant server at {URL}: what answered there is not AiSystant; check --url or AISYSTANT_URL",
         ),
         (
             InvalidCredentialsError("Identifiants invalides", status=401),
@@ -215,10 +236,18 @@ def test_unreachable_is_raised_after_retrying_reads(closed_url):
         (RateLimitedError("Trop", status=429, retry_after=900), Ctx(), 7, f"rate limited by the server at {URL}: wait 15 minutes and try again"),
         (RateLimitedError("Trop", status=429), Ctx(), 7, f"rate limited by the server at {URL}: wait a little and try again"),
         (
-            PayloadTooLargeError("too big", status=413),
+            PayloadTooLargeError("Message too long: at most 100000 characters.", status=413),
+            Ctx(attached_chars=61_234),
+            1,
+            "the message is too large for the server (Message too long: at most 100000 characters): "
+            "lower --max-context (61,234 characters were attached) or shorten the question",
+        ),
+        (
+            PayloadTooLargeError("Message too long: at most 100000 characters.", status=413),
             Ctx(),
             1,
-            "the message is too large for the server: attach less, or lower --max-context",
+            "the message is too large for the server (Message too long: at most 100000 characters): "
+            "shorten it; a long log is better piped to `aisystant ask` or given with --file, which --max-context caps",
         ),
         (
             ValidationError("Invalid", status=400, details={"email": "invalid"}),

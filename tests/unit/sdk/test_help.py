@@ -66,3 +66,20 @@ def test_cli_group_is_the_console_script_target():
         main(["--help"])
     assert exit_info.value.code == 0
     assert cli.name
+
+
+def test_bash_completion_script_from_the_documented_line(run):
+    result = run(env={"_AISYSTANT_COMPLETE": "bash_source"})
+    assert result.exit_code == 0
+    assert "complete -o nosort -F _aisystant_completion aisystant" in result.output
+
+
+def test_completion_completes_commands_and_options(run):
+    words = {"_AISYSTANT_COMPLETE": "bash_complete", "COMP_WORDS": "aisystant conv", "COMP_CWORD": "1"}
+    assert run(env=words).output.splitlines() == ["plain,conversations"]
+    words.update(COMP_WORDS="aisystant conversations list --j", COMP_CWORD="3")
+    assert run(env=words).output.splitlines() == ["plain,--json"]
+
+
+def test_root_help_shows_the_completion_line(run):
+    assert 'eval "$(_AISYSTANT_COMPLETE=bash_source aisystant)"' in run("--help").output
