@@ -26,9 +26,6 @@ import argparse
 import json
 import math
 import os
-import platform
-import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -37,57 +34,47 @@ from datetime import datetime, timezone
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from services import Stack, rss_kb  # noqa: E402
+from measure import CpuMeter, fmt, percentile, print_load_at_end, print_machine, rss_kb  # noqa: E402
+from seed import register  # noqa: E402
+from services import (  # noqa: E402
+    Processes, Simulator, Stack, add_stack_arguments, remove_logs, run_guarded, start_clients)
 
 DEFAULT_LEVELS = (1, 50, 200, 500)
 QUICK_LEVELS = (1, 50)
+PACE = {"ttft_ms": 300.0, "tokens_per_second": 50.0, "reply_tokens": 100}
 MODEL = "claude-sonnet-4-20250514"
 QUESTION = ("Our nginx ingress returns 502 for about 5% of requests since this morning's deploy; "
             "the pods look healthy. Where do I start?")
+# The capacity round's replies are long, so that they all are in flight at once: the
+# simulator is told to answer this marker with `--capacity-tokens` tokens.
+LONG_MARKER = "[bench: long reply]"
 START_DELAY_SECONDS = 0.3
-# Each SSE stream holds a Redis connection of its API process (a blocking XREAD); redis-py's
-# default pool of 100 makes one API process fail beyond ~100 streams (see README).
 SAMPLE_SECONDS = 0.02
-# The issue's targets.
-TARGET_P50_AT_1_MS = 5.0
-TARGET_P99_AT_200_MS = 25.0
-TARGET_RSS_AT_500_MB = 300.0
-
-
-class Interrupted(Exception):
-    pass
+# Issue 10's targets.
+TARGET_LEVEL = 200
+TARGET_P50_MS = 10.0
+TARGET_P99_MS = 50.0
+TARGET_IN_FLIGHT = 500
+TARGET_RSS_MB = 300.0
 
 
 # Figures ------------------------------------------------------------------------------------
 
 
-def percentile(values, fraction):
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * fraction
-    low, high = math.floor(position), math.ceil(position)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def fmt(value, width=8, digits=1):
-    return f"{'-':>{width}}" if value is None or math.isnan(value) else f"{value:>{width}.{digits}f}"
-
-
 class Sampler(threading.Thread):
-    """Samples the worker's VmRSS and its replies in flight; peaks since the last `reset()`."""
+    """Samples the workers' VmRSS (the largest of them) and the replies in flight; peaks
+    since the last `reset()`."""
 
     def __init__(self, stack):
         super().__init__(daemon=True)
-        self.stack, self.pid = stack, stack.worker.pid
+        self.stack, self.pids = stack, [worker.pid for worker in stack.workers]
         self.peak_rss_kb = self.peak_in_flight = 0
         self._stop, self._lock = threading.Event(), threading.Lock()
 
     def run(self):
         while not self._stop.is_set():
             try:
-                rss, _ = rss_kb(self.pid)
+                rss = max(rss_kb(pid)[0] for pid in self.pids)
                 in_flight = self.stack.replies_in_flight()
             except Exception:  # the worker or Redis is going away: the run reports it
                 return
@@ -106,42 +93,6 @@ class Sampler(threading.Thread):
 
     def stop(self):
         self._stop.set()
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds of a process so far."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class CpuMeter:
-    """CPU seconds used by groups of processes inside `with meter.measure(side):` blocks."""
-
-    def __init__(self, groups):
-        self.groups = groups
-        self.totals = {}
-
-    def read(self):
-        return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.groups.items()}
-
-    def measure(self, side):
-        meter = self
-
-        class Window:
-            def __enter__(self):
-                self.before = meter.read()
-
-            def __exit__(self, *exc):
-                after = meter.read()
-                totals = meter.totals.setdefault(side, dict.fromkeys(meter.groups, 0.0))
-                for name in meter.groups:
-                    totals[name] += after[name] - self.before[name]
-
-        return Window()
 
 
 # Rounds ---------------------------------------------------------------------------------------
@@ -189,16 +140,21 @@ def schedule(level, args):
     return order
 
 
-def measure_level(stack, clients, level, args, token, sampler):
+def workers_hwm_kb(stack):
+    return max(rss_kb(worker.pid)[1] for worker in stack.workers)
+
+
+def measure_level(stack, simulator, clients, level, args, token, sampler):
     direct, api = [], []
     commands = {
         "api": {"op": "api", "urls": stack.urls, "token": token, "question": QUESTION},
-        "direct": {"op": "direct", "url": stack.simulator_url, "question": QUESTION, "model": MODEL},
+        "direct": {"op": "direct", "url": simulator.url, "question": QUESTION, "model": MODEL},
     }
-    meter = CpuMeter({"clients": [client.pid for client in clients], "simulator": [stack.simulator.pid],
-                      "worker": [stack.worker.pid], "server": [server.pid for server in stack.servers]})
+    groups = stack.server_groups()
+    meter = CpuMeter({"clients": [client.pid for client in clients], "simulator": [simulator.pid],
+                      "worker": groups["workers"], "server": groups["api"]})
     stack.worker_idle()
-    _, hwm_before = rss_kb(stack.worker.pid)
+    hwm_before = workers_hwm_kb(stack)
     sampler.reset()
     started = time.monotonic()
     for side in schedule(level, args):
@@ -210,7 +166,7 @@ def measure_level(stack, clients, level, args, token, sampler):
         (api if side == "api" else direct).extend(results)
         stack.check_alive()
     peak_rss, peak_in_flight = sampler.peaks()
-    _, hwm = rss_kb(stack.worker.pid)
+    hwm = workers_hwm_kb(stack)
     return {
         "level": level, "direct": direct, "api": api, "peak_rss_kb": peak_rss, "hwm_kb": hwm,
         "hwm_grew": hwm > hwm_before, "in_flight": peak_in_flight, "seconds": time.monotonic() - started,
@@ -284,22 +240,17 @@ def summarize(row):
 # Output -----------------------------------------------------------------------------------------
 
 
-def print_machine(args, pace):
-    load = os.getloadavg()
-    print(f"AiSystant reply benchmark - {datetime.now().astimezone():%Y-%m-%d %H:%M:%S %Z}", flush=True)
-    print(f"machine: {os.cpu_count()} CPU cores, {platform.python_implementation()} {platform.python_version()}; "
-          f"load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1/5/15 min)")
-    print(f"NOTE: these {os.cpu_count()} cores are shared by everything measured here: the simulator, the API "
-          f"server, the worker, Redis, PostgreSQL and the client processes (and whatever else runs on the machine).")
-    print(f"simulator: TTFT {pace['ttft_ms']:g} ms, {pace['tokens_per_second']:g} tokens/s, "
-          f"{pace['reply_tokens']} tokens a reply; levels {','.join(map(str, args.levels))}; "
-          f"{args.api_processes} API process(es), 1 worker process; at most {args.per_process} streams per client "
-          f"process", flush=True)
+def print_setup(args):
+    print(f"simulator: TTFT {PACE['ttft_ms']:g} ms, {PACE['tokens_per_second']:g} tokens/s, "
+          f"{PACE['reply_tokens']} tokens a reply; levels {','.join(map(str, args.levels))}; "
+          f"{args.api_processes} API process(es), {args.workers} worker process(es), {args.ini}; at most "
+          f"{args.per_process} streams per client process", flush=True)
 
 
-def print_table(rows):
+def print_table(rows, workers=1):
     print()
-    print("Time to first token (ms), per level of replies in flight on one worker process, and that worker's memory")
+    print(f"Time to first token (ms), per level of replies in flight on {workers} worker process(es), and the "
+          f"workers' memory")
     header = (f"{'level':>5} {'in flight':>9} {'streams':>9} {'errors':>7} | {'direct':>8} {'':>8} | "
               f"{'via API':>8} {'':>8} | {'overhead':>8} {'':>8} | {'worker RSS MB':>13}")
     sub = (f"{'':>5} {'':>9} {'':>9} {'':>7} | {'p50':>8} {'p99':>8} | {'p50':>8} {'p99':>8} | "
@@ -313,9 +264,9 @@ def print_table(rows):
               f"{f['direct_errors']:>3}/{f['api_errors']:<3} | {fmt(f['direct_p50'])} {fmt(f['direct_p99'])} | "
               f"{fmt(f['api_p50'])} {fmt(f['api_p99'])} | {fmt(f['over_p50'])} {fmt(f['over_p99'])} | "
               f"{fmt(f['rss_mb'], 6, 0)} {fmt(f['hwm_mb'], 6, 0)}")
-    print("in flight: the most replies the worker really ran at once. streams, errors: direct/via API, over all "
+    print("in flight: the most replies the workers really ran at once. streams, errors: direct/via API, over all "
           "rounds. overhead = via API - direct, percentile by percentile (failed streams left out). peak: sampled "
-          "VmRSS during the level; HWM: the kernel's VmHWM of the worker since it started.")
+          "VmRSS during the level (the largest worker); HWM: the kernel's VmHWM of the workers since they started.")
 
 
 def print_breakdown(rows):
@@ -344,7 +295,8 @@ def print_breakdown(rows):
 
 def print_cpu(rows):
     print()
-    print("CPU time per reply (ms, user + system), direct / via API (via API includes the reply's title job):")
+    print("CPU time per streamed reply (ms, user + system), direct / via API (via API includes the reply's title "
+          "job):")
     names = ("clients", "simulator", "worker", "server")
     print(f"{'level':>5} | " + " | ".join(f"{name:>17}" for name in names) + f" | {'all of these':>17}")
     for row in rows:
@@ -359,40 +311,140 @@ def print_cpu(rows):
               + f" | {fmt(totals[0], 7)} /{fmt(totals[1], 7)}")
 
 
-def print_targets(rows):
-    by_level = {row["level"]: row for row in rows}
-    checks = [
-        (1, "p50 overhead at 1 in flight", "over_p50", TARGET_P50_AT_1_MS, "ms"),
-        (200, "p99 overhead at 200 in flight", "over_p99", TARGET_P99_AT_200_MS, "ms"),
-        (500, "worker peak RSS at 500 in flight", "level_peak_mb", TARGET_RSS_AT_500_MB, "MB"),
-    ]
+def print_capacity(capacity):
+    if not capacity:
+        return
+    print()
+    print(f"Worker capacity: {capacity['count']} replies of {capacity['tokens']} tokens started at once through "
+          f"the API ({capacity['seconds']:.0f} s): at most {capacity['in_flight']} in flight on "
+          f"{capacity['workers']} worker process(es); largest worker RSS {capacity['rss_mb']:.0f} MB (VmHWM "
+          f"{capacity['hwm_mb']:.0f} MB); {capacity['errors']} stream(s) failed")
+
+
+def verdict(ok, inconclusive=None):
+    if inconclusive:
+        return f"INCONCLUSIVE ({inconclusive})"
+    return "met" if ok else "MISSED"
+
+
+def targets(rows, capacity):
+    """Issue 10's streaming and worker targets: [(target, measured, verdict)]."""
+    checks = []
+    row = next((row for row in rows if row["level"] == TARGET_LEVEL), None)
+    for key, limit, name in (("over_p50", TARGET_P50_MS, "p50"), ("over_p99", TARGET_P99_MS, "p99")):
+        label = f"streaming: TTFT overhead {name} at {TARGET_LEVEL} in flight <= {limit:g} ms"
+        if row is None:
+            checks.append((label, "-", f"not measured (level {TARGET_LEVEL} not run)"))
+            continue
+        f = row["figures"]
+        doubt = f"{f['errors']} streams failed" if f["errors"] else None
+        measured = f"{fmt(f[key], 0, 1)} ms"
+        if row["in_flight"] < TARGET_LEVEL:
+            # The API took the N requests in more slowly than a reply lasts.
+            measured += f" (at most {row['in_flight']} in flight)"
+        checks.append((label, measured, verdict(f[key] <= limit, doubt)))
+    label = f"worker: >= {TARGET_IN_FLIGHT} replies in flight per worker process under {TARGET_RSS_MB:g} MB"
+    if not capacity:
+        checks.append((label, "-", "not measured (no capacity round)"))
+    else:
+        per_worker = capacity["in_flight"] / capacity["workers"]
+        peak = max(capacity["rss_mb"], capacity["hwm_mb"] if capacity["hwm_grew"] else 0)
+        doubt = f"{capacity['errors']} streams failed" if capacity["errors"] else None
+        if per_worker < TARGET_IN_FLIGHT and not doubt:
+            doubt = f"only {per_worker:.0f} in flight per worker"
+        checks.append((label, f"{per_worker:.0f} in flight, {peak:.0f} MB",
+                       verdict(peak <= TARGET_RSS_MB, doubt if peak <= TARGET_RSS_MB else None)))
+    return checks
+
+
+def print_targets(checks):
     print()
     print("Targets:")
-    for level, label, key, target, unit in checks:
-        if level not in by_level:
-            print(f"  {label:<34} <= {target:g} {unit}: not measured (level {level} not run)")
-            continue
-        row = by_level[level]
-        value = row["figures"][key]
-        verdict = "-" if math.isnan(value) else ("MET" if value <= target else "MISSED")
-        if row["figures"]["errors"]:
-            verdict = f"INCONCLUSIVE ({row['figures']['errors']} streams failed)"
-        if row["in_flight"] < level:
-            # The API takes the N requests in longer than a reply lasts: the first replies end
-            # before the last ones start.
-            verdict += f" (the worker had at most {row['in_flight']} replies in flight at once)"
-        print(f"  {label:<34} <= {target:g} {unit}: {fmt(value, 0)} {unit}  {verdict}")
+    for label, measured, outcome in checks:
+        print(f"  {label:<82} {measured:>26}  {outcome}")
 
 
-# Main -------------------------------------------------------------------------------------------
+def report(result, workers, with_targets=True):
+    rows = result["rows"]
+    if rows:
+        print_table(rows, workers)
+        print_breakdown(rows)
+        print_cpu(rows)
+    print_capacity(result["capacity"])
+    if with_targets and (rows or result["capacity"]):
+        print_targets(targets(rows, result["capacity"]))
 
 
-def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+# Running it -------------------------------------------------------------------------------------
+
+
+def clients_needed(args):
+    return max(math.ceil(count / args.per_process) for count in (*args.levels, args.capacity or 1))
+
+
+def run_levels(stack, simulator, clients, args, result):
+    """Warm up, then each level, then the capacity round; fills `result` as it goes, so that
+    an interrupted run still reports what it measured."""
+    token = register(stack.url, "stream")["token"]
+    sampler = Sampler(stack)
+    sampler.start()
+    try:
+        warm_up(stack, simulator, clients, token)
+        for level in args.levels:
+            row = measure_level(stack, simulator, clients, level, args, token, sampler)
+            row["figures"] = f = summarize(row)
+            result["rows"].append(row)
+            print(f"  {stack.name}, level {level:>4}: {f['api_n']} replies via the API, {f['direct_n']} direct, in "
+                  f"{row['seconds']:.1f} s; overhead p50 {fmt(f['over_p50'], 0)} ms, p99 {fmt(f['over_p99'], 0)} ms;"
+                  f" worker peak RSS {f['rss_mb']:.0f} MB, {row['in_flight']} in flight; errors {f['errors']}",
+                  flush=True)
+            print_first_error(row["direct"] + row["api"])
+        if args.capacity:
+            result["capacity"] = capacity = measure_capacity(stack, simulator, clients, args, token, sampler)
+            print(f"  {stack.name}, capacity: {capacity['in_flight']} in flight, largest worker RSS "
+                  f"{capacity['rss_mb']:.0f} MB; errors {capacity['errors']}", flush=True)
+    finally:
+        sampler.stop()
+
+
+def print_first_error(results):
+    for result in results:
+        if result["error"]:
+            print(f"    first error: {result['error'][:300]}", flush=True)
+            return
+
+
+def measure_capacity(stack, simulator, clients, args, token, sampler):
+    """`--capacity` long replies at once through the API: how many the workers hold, and their memory."""
+    simulator.script(LONG_MARKER, reply_tokens=args.capacity_tokens)
+    stack.worker_idle()
+    hwm_before = workers_hwm_kb(stack)
+    sampler.reset()
+    started = time.monotonic()
+    results = run_round(clients, {"op": "api", "urls": stack.urls, "token": token,
+                                  "question": f"{LONG_MARKER} {QUESTION}"}, args.capacity, args.per_process)
+    stack.worker_idle(timeout=300)
+    peak_rss, peak_in_flight = sampler.peaks()
+    hwm = workers_hwm_kb(stack)
+    print_first_error(results)
+    return {"count": args.capacity, "tokens": args.capacity_tokens, "workers": len(stack.workers),
+            "in_flight": peak_in_flight, "rss_mb": peak_rss / 1024, "hwm_mb": hwm / 1024, "hwm_grew": hwm > hwm_before,
+            "errors": sum(r["error"] is not None for r in results), "seconds": time.monotonic() - started}
+
+
+def warm_up(stack, simulator, clients, token):
+    """Unmeasured: one stream per client process each way, and one per API process."""
+    count = max(len(clients), len(stack.urls))
+    run_round(clients, {"op": "direct", "url": simulator.url, "question": QUESTION, "model": MODEL},
+              count, math.ceil(count / len(clients)))
+    run_round(clients, {"op": "api", "urls": stack.urls, "token": token, "question": QUESTION},
+              count, math.ceil(count / len(clients)))
+    stack.worker_idle()
+
+
+def add_arguments(parser):
+    """The streaming options, shared with bench/run.py."""
     parser.add_argument("--levels", help="replies in flight, comma-separated (default 1,50,200,500)")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: levels 1,50; 10 replies at level 1, one round above")
     parser.add_argument("--rounds-at-1", type=int, default=None,
                         help="sequential replies through the API at level 1 (default 30)")
     parser.add_argument("--direct-rounds-at-1", type=int, default=None,
@@ -400,13 +452,14 @@ def parse_args(argv):
     parser.add_argument("--rounds", type=int, default=None,
                         help="rounds at each level above 1, each way (default 2 up to 200, 1 above)")
     parser.add_argument("--per-process", type=int, default=50, help="streams per client process (default 50)")
-    parser.add_argument("--api-processes", type=int, default=1,
-                        help="`aisystant-server serve` processes the clients are spread over (default 1)")
-    parser.add_argument("--ttft-ms", type=float, default=300.0, help="the simulator's TTFT (default 300)")
-    parser.add_argument("--tokens-per-second", type=float, default=50.0, help="the simulator's pace (default 50)")
-    parser.add_argument("--reply-tokens", type=int, default=100, help="tokens per reply (default 100)")
-    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (always kept on error)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--capacity", type=int, default=None,
+                        help=f"long replies started at once for the worker's capacity and memory (default "
+                             f"{TARGET_IN_FLIGHT} per worker process; 0: skip)")
+    parser.add_argument("--capacity-tokens", type=int, default=500,
+                        help="tokens per reply in the capacity round (default 500, 10 s at 50 tokens/s)")
+
+
+def check_arguments(parser, args):
     if args.levels:
         try:
             args.levels = tuple(int(level) for level in args.levels.split(",") if level.strip())
@@ -417,115 +470,60 @@ def parse_args(argv):
     else:
         args.levels = QUICK_LEVELS if args.quick else DEFAULT_LEVELS
     if args.rounds_at_1 is None:
-        args.rounds_at_1 = 10 if args.quick else 30
+        args.rounds_at_1 = 4 if args.quick else 30
     if args.direct_rounds_at_1 is None:
-        args.direct_rounds_at_1 = 5 if args.quick else 10
+        args.direct_rounds_at_1 = 2 if args.quick else 10
     if args.quick and args.rounds is None:
         args.rounds = 1
-    if min(args.per_process, args.rounds_at_1, args.direct_rounds_at_1, args.api_processes,
-           args.rounds if args.rounds is not None else 1) < 1:
-        parser.error("--per-process, --rounds, --rounds-at-1, --direct-rounds-at-1 and --api-processes must be >= 1")
+    if args.capacity is None:
+        args.capacity = 0 if args.quick else TARGET_IN_FLIGHT * args.workers
+    if min(args.per_process, args.rounds_at_1, args.direct_rounds_at_1, args.api_processes, args.workers,
+           args.capacity_tokens, args.rounds if args.rounds is not None else 1) < 1 or args.capacity < 0:
+        parser.error("--per-process, --rounds, --rounds-at-1, --direct-rounds-at-1, --capacity-tokens, "
+                     "--api-processes and --workers must be >= 1, --capacity >= 0")
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: levels 1,50; 4 replies at level 1, one round above; no capacity round")
+    add_stack_arguments(parser)
+    args = parser.parse_args(argv)
+    check_arguments(parser, args)
     return args
-
-
-def _interrupt(signum, _frame):
-    raise Interrupted(signal.Signals(signum).name)
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    pace = {"ttft_ms": args.ttft_ms, "tokens_per_second": args.tokens_per_second, "reply_tokens": args.reply_tokens}
-    print_machine(args, pace)
+    print_machine("AiSystant reply benchmark")
+    print_setup(args)
     log_dir = tempfile.mkdtemp(prefix="aisystant-bench-")
-    stack = Stack(log_dir, pace, api_processes=args.api_processes)
-    sampler = None
-    status, rows = 0, []
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     began = time.monotonic()
-    try:
+    processes = Processes()
+    result = {"rows": [], "capacity": None}
+
+    def body():
+        processes.simulator = simulator = Simulator(log_dir, PACE)
+        stack = Stack(log_dir, simulator.url, args.api_processes, args.workers, ini=args.ini)
+        processes.systems.append(stack)
         stack.start()
-        token = register(stack.url)
-        clients = stack.start_clients(max(math.ceil(level / args.per_process) for level in args.levels))
-        sampler = Sampler(stack)
-        sampler.start()
-        print(f"stack up in {time.monotonic() - began:.1f} s: API {' '.join(stack.urls)}, worker pid "
-              f"{stack.worker.pid}, simulator {stack.simulator_url}, {len(clients)} client processes; "
-              f"logs in {log_dir}", flush=True)
-        warm_up(stack, clients, token)
-        for level in args.levels:
-            row = measure_level(stack, clients, level, args, token, sampler)
-            row["figures"] = f = summarize(row)
-            rows.append(row)
-            print(f"  level {level:>4}: {f['api_n']} replies via the API, {f['direct_n']} direct, in "
-                  f"{row['seconds']:.1f} s; overhead p50 {fmt(f['over_p50'], 0)} ms, p99 {fmt(f['over_p99'], 0)} ms;"
-                  f" worker peak RSS {f['rss_mb']:.0f} MB, {row['in_flight']} in flight; errors {f['errors']}",
-                  flush=True)
-            for result in row["direct"] + row["api"]:
-                if result["error"]:
-                    print(f"    first error: {result['error'][:300]}", flush=True)
-                    break
-    except Interrupted as stop:
-        print(f"\ninterrupted ({stop}); stopping everything", file=sys.stderr)
-        status = 130
-    except Exception as error:
-        import traceback
+        processes.clients = clients = start_clients(clients_needed(args), log_dir)
+        print(f"stack up in {time.monotonic() - began:.1f} s: {stack.describe()}; API {' '.join(stack.urls)}, "
+              f"simulator {simulator.url}, {len(clients)} client processes; logs in {log_dir}", flush=True)
+        run_levels(stack, simulator, clients, args, result)
 
-        traceback.print_exc()
-        print(f"\nbench failed: {error}", file=sys.stderr)
-        status = 1
-    finally:
-        # A second Ctrl-C must not cut the clean-up short.
-        for sig in previous:
-            signal.signal(sig, signal.SIG_IGN)
-        if sampler is not None:
-            sampler.stop()
-        problems = stack.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for problem in problems:
-            print(f"clean-up: {problem}", file=sys.stderr)
-        if problems:
-            status = status or 1
-    if rows:
-        print_table(rows)
-        print_breakdown(rows)
-        print_cpu(rows)
-        print_targets(rows)
-        load = os.getloadavg()
-        print(f"\nload average at end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; whole run "
-              f"{time.monotonic() - began:.0f} s", flush=True)
-        errors = sum(row["figures"]["errors"] for row in rows)
-        if errors:
-            print(f"{errors} stream(s) failed (the figures leave them out); see the logs", file=sys.stderr)
-            status = status or 1
-    if status == 0 and not args.keep_logs:
-        shutil.rmtree(log_dir, ignore_errors=True)
-    else:
-        print(f"logs kept in {log_dir}", file=sys.stderr)
+    status = run_guarded(body, processes.close)
+    report(result, args.workers)
+    if result["rows"]:
+        print_load_at_end(began)
+    errors = sum(row["figures"]["errors"] for row in result["rows"]) + (result["capacity"] or {}).get("errors", 0)
+    if errors:
+        print(f"{errors} stream(s) failed (the figures leave them out); see the logs", file=sys.stderr)
+        status = status or 1
+    remove_logs(log_dir, status, args.keep_logs)
     return status
-
-
-def register(url):
-    import uuid
-
-    import requests
-
-    name = f"bench{uuid.uuid4().hex[:10]}"
-    response = requests.post(f"{url}/api/auth/register", json={
-        "username": name, "email": f"{name}@example.com", "password": "bench password 42"}, timeout=30)
-    if response.status_code != 201:
-        raise RuntimeError(f"register answered {response.status_code}: {response.text[:300]}")
-    return response.json()["data"]["token"]
-
-
-def warm_up(stack, clients, token):
-    """Unmeasured: one stream per client process each way, and one per API process."""
-    count = max(len(clients), len(stack.urls))
-    run_round(clients, {"op": "direct", "url": stack.simulator_url, "question": QUESTION, "model": MODEL},
-              count, math.ceil(count / len(clients)))
-    run_round(clients, {"op": "api", "urls": stack.urls, "token": token, "question": QUESTION},
-              count, math.ceil(count / len(clients)))
-    stack.worker_idle()
 
 
 if __name__ == "__main__":

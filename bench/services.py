@@ -1,14 +1,20 @@
-"""The processes and stores the benchmark runs against, and their clean-up.
+"""The processes and stores the benchmarks run against, and their clean-up.
 
 Every child process gets a session of its own (so a Ctrl-C in the terminal reaches the
 benchmark only, which then stops them in order) and a log file in the run's temporary
-directory. `Stack.close()` stops everything that was started, drops the database and
-empties the Redis database, whatever happened before.
+directory. `Stack.close()` stops the servers and workers it started, drops its database
+and empties its Redis database, whatever happened before; the simulator and the client
+processes are closed by whoever started them, clients first and simulator last.
+
+A `Stack` runs one checkout of our server: this one, or another (`--baseline`) with
+its own virtualenv, each with a database and a Redis database of its own, side by side
+against one simulator.
 """
 
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,8 +26,11 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_BASE_URL = "redis://127.0.0.1:6379"
+# The test suite claims Redis databases among 1-12: the benchmarks keep to 13-15.
+REDIS_DB = 14
 JWT_SECRET = "bench-jwt-secret-" + "b" * 40
+PASSWORD = "bench password 42"
 # RQ's StartedJobRegistry of the replies queue: the jobs a worker is running.
 STARTED_REPLIES_KEY = "rq:wip:replies"
 
@@ -35,11 +44,11 @@ def free_port():
 class Child:
     """A child process whose output goes to a log file."""
 
-    def __init__(self, name, args, log_dir, env=None, stdin=None, stdout=None):
+    def __init__(self, name, args, log_dir, env=None, stdin=None, stdout=None, cwd=ROOT):
         self.name, self.args = name, args
         self.log_path = os.path.join(log_dir, f"{name}.log")
         self.log = open(self.log_path, "wb")
-        self.popen = subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=ROOT, stdin=stdin,
+        self.popen = subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=cwd, stdin=stdin,
                                       stdout=stdout if stdout is not None else self.log, stderr=self.log,
                                       start_new_session=True)
         self.pid = self.popen.pid
@@ -138,98 +147,186 @@ class LoadClient(Child):
         super().stop(signals=(signal.SIGTERM,), timeout=timeout)
 
 
-class Stack:
-    """Database, Redis database, simulator, the API server(s) and ONE worker process."""
+def start_clients(count, log_dir, first_index=0):
+    """`count` load client processes, once their imports are done."""
+    clients = [LoadClient(first_index + index, log_dir) for index in range(count)]
+    for client in clients:
+        client.receive()  # {"hello": true}
+    return clients
 
-    def __init__(self, log_dir, pace, api_processes=1):
-        self.log_dir, self.pace, self.api_processes = log_dir, pace, api_processes
-        self.database = f"aisystant_bench_{os.getpid()}"
+
+def stop_all(children):
+    """Stop children in the order given; returns what went wrong."""
+    errors = []
+    for child in children:
+        try:
+            child.stop()
+        except Exception as error:
+            errors.append(f"stopping {child.name}: {error}")
+    return errors
+
+
+class Simulator(Child):
+    """The model simulator (`python -m aisystant_server.simulator`) on a free port.
+
+    It keeps one recorded request only: the benchmarks never read them, and prompts with
+    a long history would otherwise pile up in its memory."""
+
+    def __init__(self, log_dir, pace):
+        super().__init__("simulator", [
+            sys.executable, "-m", "aisystant_server.simulator", "--port", "0", "--max-recorded-requests", "1",
+            "--ttft-ms", str(pace["ttft_ms"]), "--tokens-per-second", str(pace["tokens_per_second"]),
+            "--reply-tokens", str(pace["reply_tokens"])], log_dir)
+        self.url = self.wait_for_line(r"listening on (http://\S+)")
+
+    def script(self, marker, **pace):
+        """Every request whose last user message holds `marker` gets this pace, until the end."""
+        response = requests.post(f"{self.url}/_sim/script",
+                                 json={"match": marker, "steps": [{**pace, "repeat": True}]}, timeout=10)
+        response.raise_for_status()
+
+
+def admin(*statements, fetch=False):
+    """Run statements on PostgreSQL's `postgres` database, outside any transaction."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            results = [connection.exec_driver_sql(statement) for statement in statements]
+            return results[-1].all() if fetch else None
+    finally:
+        engine.dispose()
+
+
+def database_url(name):
+    return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def backend_pids(database):
+    """PostgreSQL's server processes serving `database` now (their CPU is the database's share)."""
+    rows = admin(f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'", fetch=True)
+    return [row[0] for row in rows]
+
+
+def release_stores(system):
+    """Empty a system's Redis database and drop its PostgreSQL database; returns what went wrong."""
+    errors = []
+    if system.redis is not None:
+        try:
+            system.redis.flushdb()
+            system.redis.close()
+        except Exception as error:
+            errors.append(f"flushing {system.redis_url}: {error}")
+    if system.database_created:
+        try:
+            admin(f"DROP DATABASE IF EXISTS {system.database} WITH (FORCE)")
+        except Exception as error:
+            errors.append(f"dropping {system.database}: {error}")
+    return errors
+
+
+def serve_takes_workers(bin_dir):
+    """Whether this checkout's `aisystant-server serve` forks API processes itself (`--workers N`)."""
+    result = subprocess.run([os.path.join(bin_dir, "aisystant-server"), "serve", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    return "--workers" in result.stdout
+
+
+class Stack:
+    """One checkout of our server: its database, its Redis database, its API process(es)
+    and its worker process(es), pointed at a simulator that runs elsewhere.
+
+    `api_processes` > 1: `serve --workers N` when the checkout's `serve` takes it, else N
+    `serve` processes on N ports, the clients spread over them."""
+
+    def __init__(self, log_dir, simulator_url, api_processes=1, workers=1, name="ours", root=ROOT, bin_dir=BIN,
+                 redis_db=REDIS_DB, ini="production.ini"):
+        self.log_dir, self.simulator_url, self.name = log_dir, simulator_url, name
+        self.api_processes, self.worker_count = api_processes, workers
+        self.root, self.bin_dir, self.ini = root, bin_dir, os.path.join(root, ini)
+        self.redis_url = f"{REDIS_BASE_URL}/{redis_db}"
+        self.database = f"aisystant_bench_{name}_{os.getpid()}"
         self.database_created = False
         self.redis = None
-        self.children = []
-        self.simulator = self.worker = None
-        self.servers, self.urls = [], []
-        self.simulator_url = None
+        self.children, self.servers, self.workers, self.urls = [], [], [], []
+        self.serve_forks = False
+
+    streaming = True
 
     @property
     def url(self):
         return self.urls[0]
 
-    # stores
-
-    def _admin(self, *statements):
-        import sqlalchemy as sa
-
-        engine = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        try:
-            with engine.connect() as connection:
-                for statement in statements:
-                    connection.exec_driver_sql(statement)
-        finally:
-            engine.dispose()
+    @property
+    def worker(self):
+        return self.workers[0]
 
     @property
     def database_url(self):
-        return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.database
+        return database_url(self.database)
+
+    def env(self):
+        return {
+            "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "JWT_SECRET": JWT_SECRET,
+            "ANTHROPIC_BASE_URL": self.simulator_url, "ANTHROPIC_API_KEY": "bench-key", "HOST": "127.0.0.1",
+            "AISYSTANT_INI": self.ini, "RATE_LIMIT_MAX_REQUESTS": "1000000000", "WORKER_CONCURRENCY": "600",
+        }
+
+    def command(self, *args):
+        return [os.path.join(self.bin_dir, "aisystant-server"), *args]
 
     def create_stores(self):
         import redis
 
-        from aisystant_server.migrations import upgrade
-
-        self._admin(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)", f"CREATE DATABASE {self.database}")
+        admin(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)", f"CREATE DATABASE {self.database}")
         self.database_created = True
-        upgrade(self.database_url)
-        self.redis = redis.Redis.from_url(REDIS_URL)
+        # The checkout's own migrations, through its own command.
+        with open(os.path.join(self.log_dir, f"{self.name}-migrate.log"), "wb") as log:
+            subprocess.run(self.command("migrate"), env={**os.environ, **self.env()}, cwd=self.root, stdout=log,
+                           stderr=subprocess.STDOUT, check=True, timeout=300)
+        self.redis = redis.Redis.from_url(self.redis_url)
         self.redis.flushdb()
-
-    # processes
 
     def start(self):
         self.create_stores()
-        self.simulator = self._spawn("simulator", [
-            sys.executable, "-m", "aisystant_server.simulator", "--port", "0",
-            "--ttft-ms", str(self.pace["ttft_ms"]), "--tokens-per-second", str(self.pace["tokens_per_second"]),
-            "--reply-tokens", str(self.pace["reply_tokens"])])
-        self.simulator_url = self.simulator.wait_for_line(r"listening on (http://\S+)")
-        env = {
-            "DATABASE_URL": self.database_url, "REDIS_URL": REDIS_URL, "JWT_SECRET": JWT_SECRET,
-            "ANTHROPIC_BASE_URL": self.simulator_url, "ANTHROPIC_API_KEY": "bench-key",
-            "AISYSTANT_INI": os.path.join(ROOT, "development.ini"),
-            "RATE_LIMIT_MAX_REQUESTS": "1000000000", "WORKER_CONCURRENCY": "600",
-        }
-        for index in range(self.api_processes):
+        env = self.env()
+        self.serve_forks = self.api_processes > 1 and serve_takes_workers(self.bin_dir)
+        separate = 1 if self.serve_forks else self.api_processes
+        for index in range(separate):
             port = free_port()
-            name = "server" if self.api_processes == 1 else f"server-{index}"
-            self.servers.append(self._spawn(name, [os.path.join(BIN, "aisystant-server"), "serve"],
-                                            {**env, "PORT": str(port)}))
+            name = f"{self.name}-server" if separate == 1 else f"{self.name}-server-{index}"
+            extra = ["--workers", str(self.api_processes)] if self.serve_forks else []
+            self.servers.append(self._spawn(name, self.command("serve", *extra), {**env, "PORT": str(port)}))
             self.urls.append(f"http://127.0.0.1:{port}")
-        self.worker = self._spawn("worker", [os.path.join(BIN, "aisystant-server"), "worker"], env)
+        for index in range(self.worker_count):
+            name = f"{self.name}-worker" if self.worker_count == 1 else f"{self.name}-worker-{index}"
+            self.workers.append(self._spawn(name, self.command("worker"), env))
         for server, url in zip(self.servers, self.urls):
             server.wait_for_http(url + "/api/health")
-        self.worker.wait_for_line(r"Listening on|listening on|started")
+        for worker in self.workers:
+            worker.wait_for_line(r"Listening on|listening on|started")
 
     def _spawn(self, name, args, env=None):
-        child = Child(name, args, self.log_dir, env)
+        child = Child(name, args, self.log_dir, env, cwd=self.root)
         self.children.append(child)
         return child
 
-    def start_clients(self, count):
-        clients = []
-        for index in range(count):
-            client = LoadClient(index, self.log_dir)
-            self.children.append(client)
-            clients.append(client)
-        for client in clients:
-            client.receive()  # {"hello": true}: imports done
-        return clients
+    def server_groups(self):
+        """The processes whose CPU time is this system's, by role."""
+        return {"api": [server.pid for server in self.servers], "workers": [worker.pid for worker in self.workers]}
+
+    def describe(self):
+        api = (f"1 `serve --workers {self.api_processes}`" if self.serve_forks
+               else f"{len(self.servers)} `serve` process(es)")
+        return f"{self.name}: {self.root}, {api}, {len(self.workers)} worker process(es), {os.path.basename(self.ini)}"
 
     def check_alive(self):
-        for child in (self.simulator, *self.servers, self.worker):
+        for child in (*self.servers, *self.workers):
             child.check_alive()
 
     def replies_in_flight(self):
-        """Reply jobs the worker has dequeued and not finished (RQ's StartedJobRegistry)."""
+        """Reply jobs the workers have dequeued and not finished (RQ's StartedJobRegistry)."""
         return self.redis.zcard(STARTED_REPLIES_KEY)
 
     def worker_idle(self, timeout=120):
@@ -248,42 +345,98 @@ class Stack:
                 return
             self.check_alive()
             time.sleep(0.02)
-        raise RuntimeError(f"the worker still had jobs after {timeout} s")
+        raise RuntimeError(f"{self.name}: the workers still had jobs after {timeout} s")
 
     def close(self):
         errors = []
-        # Clients first, then the API, then the worker: a second SIGTERM makes it fail
-        # whatever is still in flight instead of waiting for it; the simulator last.
-        order = [c for c in self.children if isinstance(c, LoadClient)] + [
-            c for c in (*self.servers, self.worker, self.simulator) if c is not None]
-        for child in order:
+        # The API first, then the workers: a second SIGTERM makes a worker fail whatever
+        # is still in flight instead of waiting for it.
+        for child in (*self.servers, *self.workers):
             try:
-                if child is self.worker:
+                if child in self.workers:
                     child.stop(signals=(signal.SIGTERM, signal.SIGTERM), timeout=5)
                 else:
                     child.stop()
             except Exception as error:
                 errors.append(f"stopping {child.name}: {error}")
-        if self.redis is not None:
-            try:
-                self.redis.flushdb()
-                self.redis.close()
-            except Exception as error:
-                errors.append(f"flushing Redis: {error}")
-        if self.database_created:
-            try:
-                self._admin(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)")
-            except Exception as error:
-                errors.append(f"dropping {self.database}: {error}")
-        return errors
+        return errors + release_stores(self)
 
 
-def rss_kb(pid):
-    """(VmRSS, VmHWM) of a process in kB, from /proc."""
-    values = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                key, value = line.split(":", 1)
-                values[key] = int(value.split()[0])
-    return values.get("VmRSS", 0), values.get("VmHWM", 0)
+def baseline_stack(path, log_dir, simulator_url, **options):
+    """A Stack of another checkout of ours (its own `.venv`), e.g. the commit before the optimisations."""
+    root = os.path.abspath(path)
+    return Stack(log_dir, simulator_url, name="baseline", root=root, bin_dir=os.path.join(root, ".venv", "bin"),
+                 **options)
+
+
+class Processes:
+    """What a benchmark started, closed in order whatever happens: the client processes,
+    the systems (the last started first), the simulator."""
+
+    def __init__(self):
+        self.simulator = None
+        self.systems = []
+        self.clients = []
+
+    def close(self):
+        problems = stop_all(self.clients)
+        for system in reversed(self.systems):
+            problems += system.close()
+        return problems + stop_all([self.simulator] if self.simulator else [])
+
+
+def add_stack_arguments(parser):
+    """The options of our servers under test, shared by the benchmarks."""
+    parser.add_argument("--api-processes", type=int, default=1,
+                        help="our API processes: `serve --workers N` when this checkout's serve takes it, otherwise "
+                             "N `serve` processes on N ports, the clients spread over them (default 1)")
+    parser.add_argument("--workers", type=int, default=1, help="our `aisystant-server worker` processes (default 1)")
+    parser.add_argument("--ini", default="production.ini", help="our servers' config file (default production.ini)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (always kept on error)")
+
+
+def remove_logs(log_dir, status, keep=False):
+    """The run's logs go unless it failed or they were asked for."""
+    if status == 0 and not keep:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    else:
+        print(f"logs kept in {log_dir}", file=sys.stderr)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _interrupt(signum, _frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def run_guarded(body, cleanup):
+    """Run `body()`, then `cleanup()` (a list of problems) whatever happened: an error, a
+    Ctrl-C or a SIGTERM. A second Ctrl-C cannot cut the clean-up short. The exit status:
+    0, 1 (an error, or a clean-up that failed) or 130 (interrupted)."""
+    status = 0
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        body()
+    except Interrupted as stop:
+        print(f"\ninterrupted ({stop}); stopping everything", file=sys.stderr)
+        status = 130
+    except Exception as error:
+        import traceback
+
+        traceback.print_exc()
+        print(f"\nbench failed: {error}", file=sys.stderr)
+        status = 1
+    finally:
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            problems = cleanup()
+        except Exception as error:
+            problems = [f"{type(error).__name__}: {error}"]
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for problem in problems:
+        print(f"clean-up: {problem}", file=sys.stderr)
+    return status or (1 if problems else 0)
