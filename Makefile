@@ -5,7 +5,7 @@ BIN = $(VENV)/bin
 # Keep the config in one place: the server command reads AISYSTANT_INI.
 export AISYSTANT_INI ?= development.ini
 
-.PHONY: install run test bench simulator notebook clean
+.PHONY: install run test bench bench-profile simulator notebook clean
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,14 @@ notebook: install
 	cd notebooks && AISYSTANT_URL="$${AISYSTANT_URL:-http://localhost:$${PORT:-3001}}" \
 		$(abspath $(BIN))/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) getting-started.ipynb
 
+# Issue 10's benchmarks (bench/README.md): `make bench BENCH_ARGS="--quick"`; the original
+# Node backend beside ours with --original PATH or AISYSTANT_BENCH_ORIGINAL.
 bench: install
-	$(BIN)/python bench/replies.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Where the server's CPU goes under the bench load (py-spy): `make bench-profile BENCH_ARGS="--only reads"`.
+bench-profile: install
+	$(BIN)/python bench/profile_server.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data *.egg-info

@@ -14,6 +14,12 @@ measurements:
     -> {"start_at": ...}
     <- {"results": [...]}
 
+    -> {"op": "loop", "clients": [{"url": ..., "requests": [[method, path, headers, body], ...]}, ...],
+        "warmup": <s>, "duration": <s>}
+    <- {"ready": true}
+    -> {"start_at": ...}
+    <- {"results": {"latencies_ms": [...], "statuses": {"200": n, ...}, "errors": [...], "seconds": <s>}}
+
 `time.monotonic()` is CLOCK_MONOTONIC, the same clock in every process of the machine,
 so every process starts its streams at the same instant.
 
@@ -24,6 +30,13 @@ first `delta` event. Directly, it is what the worker does: the official `anthrop
 (`client.messages.stream`, one client per process shared by its streams, retries off),
 from just before the call to the first text delta. Both read their stream to the end,
 so the simulator and the machine carry the same load in both.
+
+A closed loop (`loop`) is what the REST benchmarks of bench/run.py use: each client, on
+its own keep-alive connection, sends its requests one after the other, round-robin, for
+`warmup + duration` seconds; the responses that end within the last `duration` seconds
+are counted (latency and status). It speaks HTTP/1.1 over a plain socket with requests
+encoded beforehand, so that a client costs the machine far less than the servers it
+measures (its CPU time is reported beside theirs).
 """
 
 from gevent import monkey
@@ -33,6 +46,7 @@ monkey.patch_all()
 import http.client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import socket  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
@@ -199,6 +213,124 @@ def run_direct(command, read_start):
     return [greenlet.value for greenlet in greenlets]
 
 
+# A closed loop of plain requests ------------------------------------------------------------
+
+
+class RawHttp:
+    """A keep-alive HTTP/1.1 connection: requests encoded beforehand, responses read by
+    Content-Length (or chunked); (status, body length) per request."""
+
+    def __init__(self, url):
+        parts = urlsplit(url)
+        self.address = (parts.hostname, parts.port)
+        self.sock, self.buffer = None, b""
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        self.sock, self.buffer = None, b""
+
+    @staticmethod
+    def encode(url, method, path, headers, body):
+        payload = b"" if body is None else json.dumps(body).encode()
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {urlsplit(url).netloc}", f"Content-Length: {len(payload)}"]
+        if body is not None:
+            lines.append("Content-Type: application/json")
+        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += chunk
+
+    def _take(self, count):
+        while len(self.buffer) < count:
+            self._fill()
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
+
+    def _line(self):
+        while b"\r\n" not in self.buffer:
+            self._fill()
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def request(self, raw):
+        if self.sock is None:
+            self.sock = socket.create_connection(self.address, timeout=TIMEOUT_SECONDS)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.sendall(raw)
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip().lower()
+        if b"content-length" in headers:
+            length = len(self._take(int(headers[b"content-length"])))
+        elif headers.get(b"transfer-encoding") == b"chunked":
+            length = 0
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                length += len(self._take(size + 2)) - 2
+                if size == 0:
+                    break
+        else:
+            raise ConnectionError(f"status {status} without Content-Length nor chunked encoding")
+        if headers.get(b"connection") == b"close":
+            self.close()
+        return status, length
+
+
+def closed_loop(url, raws, begin, end, record):
+    """Send `raws` round-robin until `end`; record (status, latency) of responses ending after `begin`."""
+    connection, index = RawHttp(url), 0
+    try:
+        while time.monotonic() < end:
+            t0 = time.monotonic()
+            try:
+                status, _ = connection.request(raws[index % len(raws)])
+            except (OSError, ValueError, IndexError) as error:
+                connection.close()
+                status = f"{type(error).__name__}: {error}"[:200]
+                gevent.sleep(0.05)  # a server that refuses connections must not spin the loop
+            t1 = time.monotonic()
+            if begin <= t1 <= end:
+                record(status, (t1 - t0) * 1000.0)
+            index += 1
+    finally:
+        connection.close()
+
+
+def run_loop(command, read_start):
+    clients = [(spec["url"], [RawHttp.encode(spec["url"], *request) for request in spec["requests"]])
+               for spec in command["clients"]]
+    latencies, statuses, errors = [], {}, []
+
+    def record(status, latency):
+        if isinstance(status, int):
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            if 200 <= status < 300:
+                latencies.append(round(latency, 3))
+        else:
+            statuses["error"] = statuses.get("error", 0) + 1
+            if len(errors) < 5:
+                errors.append(status)
+
+    start_at = read_start()
+    begin = start_at + command["warmup"]
+    end = begin + command["duration"]
+    sleep_until(start_at)
+    greenlets = [gevent.spawn(closed_loop, url, raws, begin, end, record) for url, raws in clients]
+    gevent.joinall(greenlets)
+    return {"latencies_ms": latencies, "statuses": statuses, "errors": errors, "seconds": command["duration"]}
+
+
 # The protocol ------------------------------------------------------------------------------
 
 
@@ -229,7 +361,7 @@ def main():
     import anthropic  # noqa: F401
 
     send({"hello": True})
-    operations = {"api": run_api, "direct": run_direct}
+    operations = {"api": run_api, "direct": run_direct, "loop": run_loop}
     while True:
         command = receive()
         try:
