@@ -1,4 +1,8 @@
 import io
+import os
+import signal
+import threading
+import time
 
 import click
 import pytest
@@ -373,3 +377,18 @@ def test_the_cli_sends_the_users_language(run, server, environment, header):
     cleared = {"LC_ALL": None, "LC_MESSAGES": None, "LANGUAGE": None, "AISYSTANT_LANGUAGE": None}
     assert run("--url", server.url, "whoami", env={**cleared, **environment}).exit_code == 0
     assert {r.headers["Accept-Language"] for r in server.requests} == {header}
+
+
+def test_ctrl_c_while_the_question_is_sent_cancels_its_reply(run, server):
+    def slow_exchange(request):
+        time.sleep(1.0)
+        return exchange(request)
+
+    cancelled = {"id": 11, "conversation_id": 7, "role": "assistant", "content": "", "status": "cancelled"}
+    server.routes[("POST", MESSAGES)] = slow_exchange
+    server.routes[("POST", MESSAGES + "/11/cancel")] = Answer(200, envelope(cancelled))
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    result = run("--url", server.url, "ask", "why?")
+    assert result.exit_code == 130
+    assert result.stderr == "Interrupted: the reply was cancelled on the server.\n"
+    assert [r.path for r in server.requests][-2:] == [MESSAGES, MESSAGES + "/11/cancel"]
