@@ -10,9 +10,11 @@ code  meaning
 2     usage: bad option or argument, empty question and empty stdin, a file that is
       missing, unreadable or binary
 3     authentication: not logged in, session expired or revoked, wrong email or password
+      ("not logged in" only once the URL has answered as an AiSystant server)
 4     not found: the conversation does not exist (or is not yours), no conversation to
-      continue
-5     server unreachable, wrong URL, or no answer in time
+      continue (a 404 from something that is not AiSystant is a wrong URL: 5)
+5     no AiSystant server at the URL: nothing answers, wrong host, port or path,
+      something else answers there, or no answer in time
 6     the model: not configured on the server, or it failed to answer
 7     rate limited: wait the time given and try again
 130   interrupted by Ctrl-C (a reply in flight is cancelled on the server)
@@ -65,7 +67,8 @@ Exit codes:
        missing or binary file
   3    not logged in, session expired or revoked, wrong password
   4    conversation not found
-  5    server unreachable, wrong URL or no answer in time
+  5    no AiSystant server at the URL (unreachable, wrong
+       host, port or path) or no answer in time
   6    model not configured on the server, or it failed
   7    rate limited (the message says how long to wait)
   130  interrupted (Ctrl-C cancels the reply in flight)"""
