@@ -51,9 +51,11 @@ class ChatWidget(widgets.VBox):
         self._thread: threading.Thread | None = None
         self._loading = False
         self.picker = widgets.Dropdown(description="Conversation", options=[("New conversation", NEW)],
-                                       layout=widgets.Layout(width="60%"))
+                                       style={"description_width": "initial"}, layout=widgets.Layout(width="60%"))
         self.reload = widgets.Button(icon="refresh", tooltip="Reload your conversations", layout=widgets.Layout(width="40px"))
-        self.history = widgets.Output(layout=widgets.Layout(max_height="480px", overflow="auto"))
+        # No height cap: an output box cannot be scrolled from Python, and a capped one would
+        # show the start of the conversation, not the answer that just came in above the input.
+        self.history = widgets.Output()
         self.reply = widgets.Output()
         self.text = widgets.Textarea(placeholder="Ask about an incident: paste logs, errors, commands…", rows=4,
                                      layout=widgets.Layout(width="100%"))
