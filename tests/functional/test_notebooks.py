@@ -277,6 +277,41 @@ def test_in_a_kernel_the_widget_streams_and_stops_on_the_browser_s_clicks(live_s
     assert user.client.get_full_conversation(conversation.id).messages[-1].status == "cancelled"
 
 
+def prompted(kernel, code, answers):
+    """Run `code`, answering its input requests in order as the notebook's input box would;
+    the prompts seen (with whether they hide what is typed), what it printed, its error line."""
+    prompts, output, error = [], [], []
+
+    def answer(message):
+        prompts.append((message["content"]["prompt"], message["content"]["password"]))
+        kernel.input(answers[len(prompts) - 1])
+
+    def collect(message):
+        if message["msg_type"] == "stream":
+            output.append(message["content"]["text"])
+        elif message["msg_type"] == "error":
+            error.extend(ANSI.sub("", line) for line in message["content"]["traceback"])
+
+    kernel.execute_interactive(code, timeout=30, allow_stdin=True, stdin_hook=answer, output_hook=collect)
+    return prompts, "".join(output), error
+
+
+def test_a_newcomer_registers_and_logs_in_from_the_notebook_and_the_cli_shares_the_login(live_server, tmp_path):
+    user = NotebookUser(live_server.url, tmp_path / "config", session="none")
+    name = f"nb{uuid.uuid4().hex[:12]}"
+    with kernel_for(user, tmp_path) as (_, kernel):
+        prompts, output, error = prompted(kernel, "%aisystant register",
+                                          [name, f"{name}@example.com", "long enough 42", "long enough 42"])
+        assert [hidden for _, hidden in prompts] == [False, False, True, True]
+        assert (output, error) == (f"Registered and logged in to {live_server.url} as {name}.\n", [])
+        assert f"{name} <{name}@example.com>" in user.cli("whoami")
+        prompts, output, error = prompted(kernel, f"%aisystant login --email {name}@example.com", ["not the password"])
+        assert prompts == [("Password: ", True)]
+        assert error == ["AiSystant: wrong email or password: run `%aisystant login` again"]
+        prompts, output, error = prompted(kernel, f"%aisystant login --email {name}@example.com", ["long enough 42"])
+        assert (output, error) == (f"Logged in to {live_server.url} as {name}.\n", [])
+
+
 @pytest.fixture
 def widget_user(live_server, tmp_path):
     return NotebookUser(live_server.url, tmp_path / "config")
