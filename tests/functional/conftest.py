@@ -194,6 +194,7 @@ class LiveStack:
         if backend == "postgresql":
             self.env["REDIS_URL"] = redis_url
         self.workers = []
+        self.events_processes = []
         self.server = Process(server_command("serve"), self.env, tmp_path / "server.log")
         try:
             self.server.wait_for_http(self.url + "/api/health")
@@ -216,8 +217,19 @@ class LiveStack:
         self.workers.append(worker)
         return worker
 
+    def start_events(self, **env):
+        """An `aisystant-server events` process of its own (the distributed mode's events role)
+        on another port, with the server's environment and `env`: its URL. Stopped with the stack."""
+        port = free_port()
+        events = Process(server_command("events"), {**self.env, **env, "PORT": str(port)},
+                         self.tmp_path / f"events-{next(_counter)}.log")
+        self.events_processes.append(events)
+        url = f"http://127.0.0.1:{port}"
+        events.wait_for_http(url + "/api/health")
+        return url
+
     def stop(self):
-        for process in [*self.workers, self.server]:
+        for process in [*self.events_processes, *self.workers, self.server]:
             process.stop()
 
 
