@@ -149,9 +149,11 @@ def notice(attachment: Attachment) -> str:
     )
 
 
-def _fence(text: str) -> str:
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    return "`" * max(3, longest + 1)
+def attached_block(heading: str, text: str) -> str:
+    """``text`` in a fence longer than any backtick run inside it, under ``Attached {heading}:``."""
+    text = text.rstrip("\n")
+    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"Attached {heading}:\n{fence}\n{text}\n{fence}"
 
 
 def build_message(question: str, attachments: list[Attachment]) -> str:
@@ -165,8 +167,6 @@ def build_message(question: str, attachments: list[Attachment]) -> str:
         return content_of(sources[0])
     blocks = [question] if question else []
     for attachment in sources:
-        text = content_of(attachment)
         label = attachment.name if attachment.is_stdin else f"file `{attachment.label}`"
-        fence = _fence(text)
-        blocks.append(f"Attached {label}:\n{fence}\n{text.rstrip(chr(10))}\n{fence}")
+        blocks.append(attached_block(label, content_of(attachment)))
     return "\n\n".join(blocks)

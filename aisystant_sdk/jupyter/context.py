@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import traceback
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..cli.attach import Attachment, cap, content_of, notice
+from ..cli.attach import Attachment, attached_block, cap, content_of, notice
 from .errors import NotebookError
 
 DATAFRAME_ROWS = 10  # rows shown from each end of a DataFrame
@@ -123,16 +122,9 @@ def collect(names: tuple[str, ...], namespace: Mapping[str, Any], max_chars: int
     return [Variable(heading, kind, attachment) for (_, heading, kind, _), attachment in zip(described, attachments)]
 
 
-def _fence(text: str) -> str:
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    return "`" * max(3, longest + 1)
-
-
 def build_message(question: str, variables: list[Variable]) -> str:
     """The message the model sees: the question, then each variable in a labelled fence."""
     blocks = [question] if question else []
     for variable in variables:
-        text = content_of(variable.attachment).rstrip("\n")
-        fence = _fence(text)
-        blocks.append(f"Attached {variable.heading} ({variable.kind}):\n{fence}\n{text}\n{fence}")
+        blocks.append(attached_block(f"{variable.heading} ({variable.kind})", content_of(variable.attachment)))
     return "\n\n".join(blocks)
