@@ -3,18 +3,24 @@
 Services raise domain errors (`Conflict`, `NotFound`, ...); Pyramid's own exceptions
 (no route, no view for this method, ACL denial) and anything unexpected are mapped here
 too, so clients meet a single shape: `{"success": false, "message", "code", "details"}`.
+The HTTP layer (`serving.py`) answers what never reaches the app (bad framing, slow
+clients, too many connections) with the same envelope, built by `error_envelope`.
+
+A store that cannot be reached (`outages.is_outage`: Redis, or the database refused,
+lost, its pool exhausted, SQLite locked) is a 503 `service_unavailable` with
+`Retry-After`, which clients retry; any other failure is a bug, a 500 `internal_error`
+that shows nothing of the internals.
 """
 
 import json
 import logging
-
-import redis
 
 from pyramid.exceptions import PredicateMismatch
 from pyramid.httpexceptions import HTTPException
 from pyramid.response import Response
 
 from aisystant_server.i18n import Msg, translate
+from aisystant_server.outages import is_outage
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +35,12 @@ class AppError(Exception):
         self.message = message or Msg(self.message_key)
         self.details = details
         self.headers = headers or {}
+
+
+class BadRequest(AppError):
+    """A request the HTTP layer cannot read: bad framing, an undecodable URL."""
+
+    status, code, message_key = 400, "bad_request", "bad_request"
 
 
 class ValidationFailed(AppError):
@@ -55,6 +67,18 @@ class PayloadTooLarge(AppError):
     status, code, message_key = 413, "payload_too_large", "payload_too_large"
 
 
+class RequestTimeout(AppError):
+    status, code, message_key = 408, "request_timeout", "request_timeout"
+
+
+class UriTooLong(AppError):
+    status, code, message_key = 414, "uri_too_long", "uri_too_long"
+
+
+class HeadersTooLarge(AppError):
+    status, code, message_key = 431, "headers_too_large", "headers_too_large"
+
+
 class UnsupportedMediaType(AppError):
     status, code, message_key = 415, "unsupported_media_type", "unsupported_media_type"
 
@@ -76,13 +100,36 @@ class LLMNotConfigured(AppError):
     status, code, message_key = 503, "llm_not_configured", "service_unavailable"
 
 
+class InternalError(AppError):
+    status, code, message_key = 500, "internal_error", "internal_error"
+
+
+RETRY_AFTER_SECONDS = 5
+
+
+class ServiceUnavailable(AppError):
+    status, code, message_key = 503, "service_unavailable", "service_unavailable"
+
+    def __init__(self, message=None):
+        super().__init__(message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
 def envelope_response(request, status, code, message, details=None, headers=None):
-    body = {"success": False, "message": translate(request, message), "code": code}
+    return _envelope(status, code, message, details, headers, lambda text: translate(request, text))
+
+
+def error_envelope(error, language):
+    """An `AppError` as the envelope, for the HTTP layer, which answers before there is
+    a Pyramid request (so the language comes from the caller)."""
+    return _envelope(error.status, error.code, error.message, error.details, error.headers,
+                     lambda text: text.render(language) if isinstance(text, Msg) else str(text))
+
+
+def _envelope(status, code, message, details, headers, translated):
+    body = {"success": False, "message": translated(message), "code": code}
     if details:
-        body["details"] = {
-            field: translate(request, text) if not isinstance(text, (int, float)) else text
-            for field, text in details.items()
-        }
+        body["details"] = {field: text if isinstance(text, (int, float)) else translated(text)
+                           for field, text in details.items()}
     response = Response(
         body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
         status=status,
@@ -117,7 +164,27 @@ def not_found_view(exc, request):
 
 def method_not_allowed_view(exc, request):
     # A view exists for this resource, but none for this method.
-    return envelope_response(request, 405, "method_not_allowed", Msg("method_not_allowed"))
+    allowed = allowed_methods(request)
+    return envelope_response(request, 405, "method_not_allowed", Msg("method_not_allowed"),
+                             headers={"Allow": ", ".join(allowed)} if allowed else None)
+
+
+def allowed_methods(request):
+    """The methods some registered view serves for this request's route, context and
+    view name, from Pyramid's introspector (so a new view is never missing from `Allow`)."""
+    route = request.matched_route.name if request.matched_route else None
+    methods = set()
+    for entry in request.registry.introspector.get_category("views"):
+        view = entry["introspectable"]
+        context = view["context"]
+        if (view["route_name"] != route or view["name"] != request.view_name
+                or (context is not None and not isinstance(request.context, context))):
+            continue
+        declared = view["request_methods"] or ()
+        methods.update((declared,) if isinstance(declared, str) else declared)
+    if "GET" in methods:
+        methods.add("HEAD")  # Pyramid serves HEAD with a GET view
+    return sorted(methods)
 
 
 HTTP_CODES = {400: "validation_failed", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -134,17 +201,19 @@ def http_exception_view(exc, request):
     return envelope_response(request, exc.status_code, code, Msg(key))
 
 
-def redis_unavailable_view(exc, request):
-    # Redis holds revoked tokens, queues and streams: without it the request cannot be
-    # served safely, but the client should retry rather than report a bug.
-    log.error("Redis unavailable on %s %s: %s", request.method, request.path, exc)
-    return envelope_response(request, 503, "service_unavailable", Msg("service_unavailable"),
-                             headers={"Retry-After": "5"})
-
-
 def internal_error_view(exc, request):
-    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
-    return envelope_response(request, 500, "internal_error", Msg("internal_error"))
+    if is_outage(exc):
+        # Redis (revoked tokens, queues, streams) or the database is down: the request
+        # cannot be served safely, but the client should retry rather than report a bug.
+        log.error("store unavailable on %s %s: %s", request.method, _path(request), exc)
+        return app_error_view(ServiceUnavailable(), request)
+    log.error("unhandled error on %s %s", request.method, _path(request), exc_info=exc)
+    return app_error_view(InternalError(), request)
+
+
+def _path(request):
+    # The raw path: `request.path` decodes it, and may fail on the very request being reported.
+    return request.environ.get("PATH_INFO", "")
 
 
 def includeme(config):
@@ -153,5 +222,4 @@ def includeme(config):
     config.add_exception_view(method_not_allowed_view, context=PredicateMismatch)
     config.add_notfound_view(not_found_view)
     config.add_exception_view(http_exception_view, context=HTTPException)
-    config.add_exception_view(redis_unavailable_view, context=redis.RedisError)
     config.add_exception_view(internal_error_view, context=Exception)

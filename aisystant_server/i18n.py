@@ -39,6 +39,17 @@ CATALOG = {
     "conflict": ("Conflit avec l'état actuel de la ressource.", "Conflict with the current state of the resource."),
     "internal_error": ("Erreur interne du serveur.", "Internal server error."),
     "service_unavailable": ("Service temporairement indisponible.", "Service temporarily unavailable."),
+    "bad_request": ("Requête HTTP mal formée.", "Malformed HTTP request."),
+    "bad_url": ("Adresse invalide : le chemin doit être de l'UTF-8 encodé en URL.",
+                "Invalid address: the path must be URL-encoded UTF-8."),
+    "request_timeout": ("Requête reçue trop lentement : connexion fermée.",
+                        "Request received too slowly: connection closed."),
+    "uri_too_long": ("Adresse trop longue.", "Address too long."),
+    "headers_too_large": ("En-têtes de requête trop volumineux.", "Request headers too large."),
+    "too_many_connections": (
+        "Trop de connexions ouvertes depuis votre adresse : réessayez dans un instant.",
+        "Too many open connections from your address: try again in a moment.",
+    ),
     "llm_failed": (
         "L'assistant n'a pas pu répondre : le modèle est indisponible ou surchargé. Réessayez dans un instant.",
         "The assistant could not answer: the model is unavailable or overloaded. Try again in a moment.",

@@ -169,12 +169,14 @@ def paths():
     }
 
 
-def openapi_document(server_url):
+def openapi_document():
+    """The document; its server is "/" (this host, whatever its name), never one taken
+    from the request's `Host`, which the client chooses (and a cache would keep)."""
     return {
         "openapi": "3.1.0",
         "info": {"title": "AiSystant API", "version": __version__,
                  "description": "An AI assistant for DevOps and SRE. Every response is a JSON envelope."},
-        "servers": [{"url": server_url}],
+        "servers": [{"url": "/"}],
         "paths": paths(),
         "components": {
             "schemas": SCHEMAS,

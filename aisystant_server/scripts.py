@@ -102,11 +102,12 @@ def serve(obj):
     """Serve the API on HOST:PORT (3001); embedded mode when REDIS_URL is not set."""
     import gevent
     import signal
-    from gevent.pywsgi import WSGIServer
+
+    from aisystant_server.serving import make_server
 
     app, settings = _load(obj["ini"])
     address = (settings["aisystant.host"], settings["aisystant.port"])
-    server = WSGIServer(address, app, log=None)
+    server = make_server(app, settings)
     try:
         server.start()
     except OSError as error:

@@ -71,6 +71,11 @@ ENVIRONMENT = {
     "MAX_MESSAGE_CHARS": ("aisystant.max_message_chars", int, 100_000),
     "DATA_DIR": ("aisystant.data_dir", str, "data"),
     "TRUST_PROXY": ("aisystant.trust_proxy", as_bool, False),
+    # the HTTP edge (serving.py)
+    "HTTP_HEADER_TIMEOUT_SECONDS": ("http.header_timeout", float, 20.0),
+    "HTTP_BODY_TIMEOUT_SECONDS": ("http.body_timeout", float, 60.0),
+    "HTTP_KEEPALIVE_TIMEOUT_SECONDS": ("http.keepalive_timeout", float, 75.0),
+    "MAX_CONNECTIONS_PER_ADDRESS": ("http.max_connections_per_address", int, 100),
     # replies
     "REPLY_WAIT_SECONDS": ("aisystant.reply_wait_seconds", float, 120.0),
     "HISTORY_TOKEN_BUDGET": ("aisystant.history_token_budget", int, 24_000),

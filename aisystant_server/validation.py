@@ -18,7 +18,7 @@ def validate_json(schema, request):
     if not body.strip():
         data = {}
     else:
-        if request.content_type not in ("application/json", ""):
+        if request.content_type.strip().lower() not in ("application/json", ""):  # media types ignore case
             raise UnsupportedMediaType()
         try:
             data = json.loads(body.decode("utf-8"))

@@ -71,4 +71,4 @@ def _worker_count(request):
 
 @api_view(route_name="openapi", request_method="GET", permission=NO_PERMISSION_REQUIRED)
 def openapi(request):
-    return openapi_document(request.application_url)
+    return openapi_document()

@@ -21,6 +21,19 @@ def test_wrong_method_is_a_json_405(testapp, account, method, path):
     assert_error(response, 405, "method_not_allowed")
 
 
+def test_405_says_which_methods_the_resource_allows(testapp, account):
+    conversation = testapp.post_json("/api/chat/conversations", {}, headers=account.headers, status=201).json
+    allowed = {
+        "/api/auth/login": "POST",
+        "/api/auth/me": "GET, HEAD",
+        "/api/chat/conversations": "GET, HEAD, POST",
+        f"/api/chat/conversations/{conversation['data']['id']}": "DELETE, GET, HEAD, PUT",
+    }
+    for path, methods in allowed.items():
+        response = testapp.request(path, method="PATCH", headers=account.headers, status=405)
+        assert response.headers["Allow"] == methods, path
+
+
 @pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe garbage", b'{"a": 1', b"nan"])
 def test_malformed_json_is_a_400(testapp, body):
     response = testapp.post("/api/auth/register", body, content_type="application/json", status=400)
@@ -38,6 +51,13 @@ def test_absurdly_nested_json_is_a_400_not_a_500(testapp, body):
 def test_json_that_is_not_an_object_is_a_400(testapp, body):
     response = testapp.post("/api/auth/register", body, content_type="application/json", status=400)
     assert_error(response, 400, "validation_failed")
+
+
+@pytest.mark.parametrize("content_type", ["APPLICATION/JSON", "Application/Json; charset=UTF-8"])
+def test_media_types_are_case_insensitive(testapp, content_type):
+    body = b'{"email": "nobody@example.com", "password": "long enough"}'
+    response = testapp.post("/api/auth/login", body, content_type=content_type, status=401)
+    assert_error(response, 401, "invalid_credentials")
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
@@ -94,6 +114,13 @@ def test_cors_allows_each_configured_origin_on_success_and_error(testapp, origin
 def test_cors_ignores_other_origins(testapp):
     response = testapp.get("/", headers={"Origin": "https://evil.example.net"})
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "https://evil.example.net"}, {}], ids=["refused", "no-origin"])
+def test_answers_vary_on_origin_even_without_cors_headers(testapp, headers):
+    # A shared cache must not serve this answer (no CORS headers) to an allowed origin.
+    for response in (testapp.get("/", headers=headers), testapp.get("/api/auth/me", headers=headers, status=401)):
+        assert "Origin" in response.headers["Vary"]
 
 
 def test_cors_wildcard_allows_any_origin_without_credentials(make_app):
@@ -159,6 +186,36 @@ def test_health_is_503_when_redis_is_down(make_app):
 def test_api_keeps_answering_when_redis_rate_limit_is_down(make_app):
     testapp = make_app(**{"redis.url": "redis://127.0.0.1:1/0"})
     assert_error(testapp.get("/api/chat/conversations", status=401), 401, "unauthorized")
+
+
+UNREACHABLE_DATABASE = "postgresql+psycopg2://postgres@127.0.0.1:1/none"
+
+
+@pytest.mark.parametrize("call", [
+    lambda app, account: app.get("/api/auth/me", headers=account.headers, status="*"),
+    lambda app, account: app.post_json("/api/auth/login", {"email": account.email, "password": account.password},
+                                       status="*"),
+    lambda app, account: app.post_json("/api/auth/register", {
+        "username": "outage", "email": "outage@example.com", "password": "long enough"}, status="*"),
+    lambda app, account: app.get("/api/chat/conversations/1", headers=account.headers, status="*"),
+], ids=["identity", "login", "register", "traversal"])
+def test_an_unreachable_database_is_a_503_with_retry_after_not_a_500(make_app, account, call):
+    response = call(make_app(**{"sqlalchemy.url": UNREACHABLE_DATABASE}), account)
+    body = assert_error(response, 503, "service_unavailable")
+    assert response.headers["Retry-After"] == "5"
+    assert "psycopg2" not in response.text and "details" not in body
+
+
+@pytest.mark.distributed
+def test_a_connection_killed_while_idle_is_replaced_without_an_error(testapp, account, database_url):
+    import sqlalchemy as sa
+
+    from tests.functional.conftest import _admin_execute
+
+    testapp.get("/api/auth/me", headers=account.headers)
+    name = sa.engine.make_url(database_url).database
+    _admin_execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    testapp.get("/api/auth/me", headers=account.headers, status=200)
 
 
 def test_a_token_cannot_be_checked_without_redis_is_a_503_not_a_500(make_app, account):

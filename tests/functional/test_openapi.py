@@ -91,3 +91,9 @@ def test_real_responses_validate_against_the_document(testapp):
         status=503))
     check("post", "/api/auth/logout", testapp.post("/api/auth/logout", headers=account.headers))
     assert len(seen) == 16
+
+
+def test_the_documented_server_never_comes_from_the_host_header(testapp):
+    response = testapp.get("/api/openapi.json", headers={"Host": "evil.example.net"})
+    assert response.json["servers"] == [{"url": "/"}]
+    assert "evil" not in response.text
