@@ -6,11 +6,14 @@
   in `login.window_seconds`, 429 until the window passes, whatever the password.
 
 If Redis is down the API keeps answering (the limit fails open, loudly in the logs):
-refusing every request would turn a cache outage into a full outage.
+refusing every request would turn a cache outage into a full outage. The login throttle
+does not: without its counts, a login answers 503.
 """
 
 import logging
+import random
 import time
+import uuid
 
 import redis
 from pyramid.tweens import EXCVIEW
@@ -22,13 +25,25 @@ EXEMPT_PATHS = ("/api/health",)
 
 
 def client_address(request):
+    return address_of(request.environ, request.registry.settings)
+
+
+def address_of(environ, settings):
     """The socket's peer; with TRUST_PROXY, the address our proxy saw, i.e. the last
     `X-Forwarded-For` entry (the ones before it are the client's own say, and trusting
     them would let anyone pick a new address for every request)."""
-    forwarded = request.headers.get("X-Forwarded-For", "")
-    if request.registry.settings["aisystant.trust_proxy"] and forwarded.strip():
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+    if settings["aisystant.trust_proxy"] and forwarded.strip():
         return forwarded.split(",")[-1].strip()
-    return request.remote_addr
+    return environ.get("REMOTE_ADDR")
+
+
+def hit_request_window(connection, address, settings):
+    """Count one request of `address` (REST or Socket.IO alike): (count, limit, seconds
+    until the window resets)."""
+    window = max(1, settings["ratelimit.window_ms"] // 1000)
+    count, reset = _hit(connection, f"aisystant:ratelimit:{address}:{int(time.time()) // window}", window)
+    return count, settings["ratelimit.max_requests"], reset
 
 
 def _hit(connection, key, window_seconds):
@@ -42,15 +57,12 @@ def _hit(connection, key, window_seconds):
 
 def ratelimit_tween_factory(handler, registry):
     settings = registry.settings
-    window = max(1, settings["ratelimit.window_ms"] // 1000)
-    limit = settings["ratelimit.max_requests"]
 
     def ratelimit_tween(request):
         if not request.path.startswith("/api/") or request.path in EXEMPT_PATHS or request.method == "OPTIONS":
             return handler(request)
-        key = f"aisystant:ratelimit:{client_address(request)}:{int(time.time()) // window}"
         try:
-            count, reset = _hit(request.redis, key, window)
+            count, limit, reset = hit_request_window(request.redis, client_address(request), settings)
         except redis.RedisError:
             log.exception("rate limit unavailable (Redis); letting the request through")
             return handler(request)
@@ -64,25 +76,99 @@ def ratelimit_tween_factory(handler, registry):
     return ratelimit_tween
 
 
+# KEYS: failures (address, account), slots held (address, account); ARGV: max, lease ms,
+# holder. Redis's clock, not the callers', dates the leases.
+_TAKE_SLOT = """
+local max, lease, holder = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+for i = 1, 2 do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') >= max then
+    return {-1, redis.call('PTTL', KEYS[i])}
+  end
+end
+for i = 1, 2 do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i + 2], '-inf', now)
+  if tonumber(redis.call('GET', KEYS[i]) or '0') + redis.call('ZCARD', KEYS[i + 2]) >= max then
+    return {0, 0}
+  end
+end
+for i = 3, 4 do
+  redis.call('ZADD', KEYS[i], now + lease, holder)
+  redis.call('PEXPIRE', KEYS[i], lease)
+end
+return {1, 0}
+"""
+# Same KEYS; ARGV: window seconds, holder. The slot becomes a failure, in one step.
+_FAIL = """
+for i = 1, 2 do
+  redis.call('ZREM', KEYS[i + 2], ARGV[2])
+  redis.call('INCR', KEYS[i])
+  if redis.call('TTL', KEYS[i]) < 0 then
+    redis.call('EXPIRE', KEYS[i], ARGV[1])
+  end
+end
+"""
+
+
 class LoginThrottle:
-    """Counts an attempt before the password is checked, so that parallel guesses cannot
-    all pass a check made before any of them failed; a success takes its count back."""
+    """At most `max_failures` wrong passwords per window for an account and for an
+    address, even when the guesses arrive all at once, and never a refusal for correct
+    logins that do.
+
+    A password is checked only under a slot; there are `max_failures - failures` slots.
+    A wrong password turns its slot into a failure, a right one gives it back. Parallel
+    guesses therefore cannot check more than the remaining failures' worth of passwords,
+    while parallel correct logins (CI runners sharing an account, several terminals)
+    wait a moment for a free slot. (Counting attempts before checking them instead
+    refused the right password whenever more than `max_failures` logins were in flight.)
+    A success does not wipe the failures: guesses interleaved with the owner's logins
+    stay counted. Slots are leases (`LEASE_SECONDS`), so a process killed mid-check
+    does not hold one forever."""
+
+    LEASE_SECONDS = 30
+    WAIT_SECONDS = 15  # for a slot; beyond, 429
+    POLL_SECONDS = 0.02
 
     def __init__(self, connection, address, email, max_failures, window_seconds):
         self.redis = connection
         self.keys = [f"aisystant:login-failures:address:{address}",
-                     f"aisystant:login-failures:account:{email.lower()}"]
+                     f"aisystant:login-failures:account:{email.lower()}",
+                     f"aisystant:login-slots:address:{address}",
+                     f"aisystant:login-slots:account:{email.lower()}"]
         self.max_failures, self.window = max_failures, window_seconds
+        self.holder = uuid.uuid4().hex
 
-    def attempt(self):
-        for key in self.keys:
-            count, ttl = _hit(self.redis, key, self.window)
-            if count > self.max_failures:
-                raise RateLimited(ttl, "login_throttled")
+    def check(self, verify):
+        """`verify()` under a slot, and its result; a None result is a failure. 429
+        (`RateLimited`) when the failures are used up, or no slot frees in time."""
+        self._take_slot()
+        try:
+            user = verify()
+        except BaseException:
+            self._give_back()
+            raise
+        if user is None:
+            self.redis.eval(_FAIL, 4, *self.keys, self.window, self.holder)
+        else:
+            self._give_back()
+        return user
 
-    def succeeded(self):
-        self.redis.decr(self.keys[0])
-        self.redis.delete(self.keys[1])
+    def _give_back(self):
+        self.redis.pipeline().zrem(self.keys[2], self.holder).zrem(self.keys[3], self.holder).execute()
+
+    def _take_slot(self):
+        deadline = time.monotonic() + self.WAIT_SECONDS
+        while True:
+            taken, pttl = self.redis.eval(_TAKE_SLOT, 4, *self.keys, self.max_failures,
+                                          self.LEASE_SECONDS * 1000, self.holder)
+            if taken == 1:
+                return
+            if taken == -1:
+                raise RateLimited(-(-max(pttl, 1) // 1000), "login_throttled")
+            if time.monotonic() > deadline:
+                raise RateLimited(1, "login_throttled")
+            time.sleep(self.POLL_SECONDS * (1 + random.random()))
 
 
 def login_throttle(request, email):

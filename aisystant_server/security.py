@@ -1,22 +1,31 @@
 """Authentication: JWT bearer tokens (pyramid-jwt) inside a Pyramid 2 security policy.
 
 pyramid-jwt still speaks Pyramid's deprecated authentication-policy API, so it is not
-`include`d: its policy only encodes and decodes tokens (HS256 pinned, so `alg: none` and
-other algorithms are refused), and `SecurityPolicy` below answers Pyramid 2's questions.
-Logout revokes a token by its `jti` in Redis until the token would have expired anyway.
+`include`d: it only issues tokens. Reading them is ours (`TokenService.decode`), because
+its reader accepts a token without `exp` and only the exact spelling `Bearer`: we pin
+HS256 (so `alg: none` and other algorithms are refused), require `exp`, `sub` and `jti`,
+and take the scheme in any case, as HTTP says. `SecurityPolicy` below answers Pyramid 2's
+questions. Logout revokes a token by its `jti` in Redis until the token would have
+expired anyway.
+
 Passwords: argon2id for new hashes; the original product's bcrypt hashes still verify
-and are rehashed on the next successful login.
+and are rehashed on the next successful login. Hashing costs ~100-150 ms of CPU: under
+gevent it runs in the hub's thread pool (argon2-cffi and bcrypt release the GIL), or
+every other request of the process would wait for it.
 """
 
 import logging
 import time
 import uuid
 
+import jwt
+from gevent import monkey
 from passlib.context import CryptContext
 from pyramid.authorization import ACLHelper, Authenticated, Everyone
 from pyramid_jwt.policy import JWTAuthenticationPolicy
 
 from aisystant_server.models import User
+from aisystant_server.resources import parse_id
 
 log = logging.getLogger(__name__)
 
@@ -24,14 +33,31 @@ passwords = CryptContext(schemes=["argon2", "bcrypt"], deprecated="auto")
 # Verified against when the email is unknown, so a miss costs the same time as a hit.
 _DUMMY_HASH = passwords.hash("not a real password")
 REVOKED_KEY = "aisystant:revoked:{}"
+ALGORITHM = "HS256"
+REQUIRED_CLAIMS = ["exp", "sub", "jti"]
+
+
+def off_the_loop(function, *args):
+    """`function(*args)`, in gevent's thread pool when this process runs on gevent (the
+    server and the worker patch the standard library), so the event loop keeps serving
+    other requests meanwhile; called directly otherwise (tests, waitress)."""
+    if not monkey.is_module_patched("threading"):
+        return function(*args)
+    import gevent
+
+    return gevent.get_hub().threadpool.apply(function, args)
 
 
 def hash_password(password):
-    return passwords.hash(password)
+    return off_the_loop(passwords.hash, password)
 
 
 def verify_password(password, stored_hash):
     """(valid, new_hash): `new_hash` is set when the stored hash should be upgraded."""
+    return off_the_loop(_verify, password, stored_hash)
+
+
+def _verify(password, stored_hash):
     if stored_hash is None:
         passwords.verify(password, _DUMMY_HASH)
         return False, None
@@ -41,7 +67,7 @@ def verify_password(password, stored_hash):
             # bcrypt 5 refuses longer ones. Verify what the original verified, and
             # rehash the whole password (with argon2id) for the logins to come.
             valid = passwords.verify(password.encode("utf-8")[:72], stored_hash)
-            return valid, (hash_password(password) if valid else None)
+            return valid, (passwords.hash(password) if valid else None)
         return passwords.verify_and_update(password, stored_hash)
     except (ValueError, TypeError):
         log.warning("unreadable password hash; login refused")
@@ -49,35 +75,53 @@ def verify_password(password, stored_hash):
 
 
 class TokenService:
-    def __init__(self, secret, expires_in):
+    def __init__(self, secret, expires_in, redis):
         self.expires_in = expires_in
+        self._secret, self._redis = secret, redis
         self._jwt = JWTAuthenticationPolicy(
-            private_key=secret, algorithm="HS256", expiration=expires_in, auth_type="Bearer"
+            private_key=secret, algorithm=ALGORITHM, expiration=expires_in, auth_type="Bearer"
         )
 
     def issue(self, user):
         return self._jwt.create_token(str(user.id), jti=uuid.uuid4().hex)
 
+    def decode(self, token):
+        """The claims of `token` if it is one of ours, unexpired and not revoked; else
+        None. Needs no request (the Socket.IO handshake uses it); a Redis outage
+        raises `redis.RedisError` rather than passing for "not revoked"."""
+        try:
+            claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM],
+                                options={"require": REQUIRED_CLAIMS})
+        except jwt.InvalidTokenError as error:
+            log.info("refused token: %s", error)
+            return None
+        if not (isinstance(claims["jti"], str) and claims["jti"]) or is_revoked(self._redis, claims):
+            return None
+        return claims
+
     def claims(self, request):
         """The valid claims of the request's token, or {} (no token, bad, expired...)."""
-        token = _query_token(request)
-        if token:
-            return self._jwt.jwt_decode(request, token)
-        return self._jwt.get_claims(request)
+        token = presented_token(request)
+        return (self.decode(token) if token else None) or {}
 
 
-def _query_token(request):
-    # Browsers' EventSource cannot send headers: the stream endpoint takes `?token=`.
-    if request.method == "GET" and request.path.endswith("/stream") and request.authorization is None:
-        return request.GET.get("token")
-    return None
+def presented_token(request):
+    """The token of `Authorization: Bearer <token>` (the scheme in any case), or of the
+    stream endpoint's `?token=` (browsers' EventSource cannot send headers); None if
+    there is none, or the header holds another scheme."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        if request.method == "GET" and request.path_info.endswith("/stream"):
+            return request.GET.get("token") or None
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def presented_credentials(request):
-    try:
-        return request.authorization is not None or bool(_query_token(request))
-    except ValueError:
-        return True
+    """Whether the request tried to authenticate (to tell "invalid token" from "none")."""
+    return "Authorization" in request.headers or presented_token(request) is not None
 
 
 def revoke(request, claims):
@@ -93,11 +137,11 @@ def is_revoked(redis, claims):
 
 def authenticated_user(request):
     """The user of a valid, unrevoked token, or None (reified: one lookup a request)."""
-    claims = request.jwt_claims
-    subject = claims.get("sub")
-    if not subject or not str(subject).isdigit() or is_revoked(request.redis, claims):
+    try:
+        user_id = parse_id(request.jwt_claims.get("sub") or "")
+    except KeyError:  # not an id that a row could have
         return None
-    return request.db.get(User, int(subject))
+    return request.db.get(User, user_id)
 
 
 class SecurityPolicy:
@@ -132,7 +176,7 @@ class SecurityPolicy:
 
 def includeme(config):
     settings = config.get_settings()
-    tokens = TokenService(settings["jwt.secret"], settings["jwt.expires_in"])
+    tokens = TokenService(settings["jwt.secret"], settings["jwt.expires_in"], config.registry["redis"])
     config.registry["tokens"] = tokens
     config.add_request_method(lambda request: tokens.claims(request), "jwt_claims", reify=True)
     config.add_request_method(authenticated_user, "authenticated_user", reify=True)

@@ -23,12 +23,10 @@ def register(request):
 @api_view(route_name="auth.login", request_method="POST", permission=NO_PERMISSION_REQUIRED)
 def login(request):
     data = validate_json(LoginSchema(), request)
-    throttle = login_throttle(request, data["email"])
-    throttle.attempt()
-    user = accounts.authenticate(request.db, data["email"], data["password"])
+    user = login_throttle(request, data["email"]).check(
+        lambda: accounts.authenticate(request.db, data["email"], data["password"]))
     if user is None:
         raise InvalidCredentials()
-    throttle.succeeded()
     token = request.registry["tokens"].issue(user)
     return ok(request, {"user": present.user(user), "token": token}, Msg("logged_in"))
 

@@ -181,7 +181,8 @@ def test_behind_a_trusted_proxy_the_address_our_proxy_saw_is_the_client(make_app
 def _token(secret=TEST_JWT_SECRET, algorithm="HS256", **claims):
     payload = {"sub": "1", "jti": uuid.uuid4().hex, "iat": int(time.time()), "exp": int(time.time()) + 3600}
     payload.update(claims)
-    return jwt.encode(payload, secret, algorithm=algorithm)
+    return jwt.encode({name: value for name, value in payload.items() if value is not None}, secret,
+                      algorithm=algorithm)
 
 
 def _unsigned_token(sub):
@@ -205,8 +206,12 @@ def _unsigned_token(sub):
     lambda account: "Bearer " + _token(sub=str(account.id), jti=None),
     lambda account: "Bearer " + _token(sub="999999"),
     lambda account: "Bearer " + _token(sub="not-a-number"),
+    lambda account: "Bearer " + _token(sub="9" * 30),
+    lambda account: "Bearer " + _token(sub=str(account.id), exp=None),
+    lambda account: "Bearer " + _token(sub=None),
+    lambda account: "Bearer " + _token(algorithm="HS512", sub=str(account.id)),
 ], ids=["garbage", "three-dots", "basic", "empty-bearer", "expired", "other-secret", "alg-none", "no-jti",
-        "unknown-user", "bad-subject"])
+        "unknown-user", "bad-subject", "huge-subject", "no-exp", "no-subject", "other-algorithm"])
 def test_bad_tokens_get_401_in_the_envelope(testapp, account, make_header):
     response = testapp.get("/api/auth/me", headers={"Authorization": make_header(account)}, status=401)
     assert_error(response, 401, "unauthorized")
@@ -221,3 +226,23 @@ def test_a_valid_token_we_did_not_issue_is_still_accepted_when_signed_right(test
 def test_no_token_says_authentication_is_required(testapp):
     response = testapp.get("/api/auth/me", headers={"Accept-Language": "en"}, status=401)
     assert assert_error(response, 401, "unauthorized")["message"] == "Authentication required."
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
+def test_the_bearer_scheme_is_accepted_in_any_case(testapp, account, scheme):
+    response = testapp.get("/api/auth/me", headers={"Authorization": f"{scheme} {account.token}"})
+    assert response.json["data"]["id"] == account.id
+
+
+def test_the_stream_endpoint_takes_the_token_as_a_query_parameter(testapp, account):
+    conversation = testapp.post_json("/api/chat/conversations", {}, headers=account.headers, status=201).json
+    path = f"/api/chat/conversations/{conversation['data']['id']}/messages/999/stream"
+    assert_error(testapp.get(path, status=401), 401, "unauthorized")
+    assert_error(testapp.get(path, {"token": account.token}, status=404), 404, "not_found")
+
+
+def test_a_token_that_logout_revoked_is_refused_by_the_request_free_decoder(testapp, account):
+    tokens = testapp.app.registry["tokens"]
+    assert tokens.decode(account.token)["sub"] == str(account.id)
+    testapp.post("/api/auth/logout", headers=account.headers, status=200)
+    assert tokens.decode(account.token) is None

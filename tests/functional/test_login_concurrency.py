@@ -1,0 +1,93 @@
+"""The login throttle under real concurrency, against a real `aisystant-server serve`, in
+both modes: correct logins in parallel all succeed, parallel wrong guesses stay capped.
+
+The server trusts one proxy, so that each test can speak from addresses of its own
+(`X-Forwarded-For`) and no test inherits another's failures.
+"""
+
+import concurrent.futures
+import time
+import uuid
+
+import pytest
+import requests
+
+from tests.functional.live import Api
+from tests.functional.test_http_edge import running_server
+
+pytestmark = pytest.mark.slow
+
+PARALLEL = 16
+MAX_FAILURES = 5
+
+
+@pytest.fixture(scope="module")
+def server(backend, template_database, redis_databases, tmp_path_factory):
+    with running_server(backend, template_database, redis_databases[1], tmp_path_factory.mktemp("logins"),
+                        TRUST_PROXY="true") as server:
+        yield server
+
+
+def address():
+    return f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"
+
+
+def login(server, email, password, client_address):
+    response = requests.post(server.url + "/api/auth/login", json={"email": email, "password": password},
+                             headers={"X-Forwarded-For": client_address}, timeout=60)
+    return response.status_code
+
+
+def in_parallel(calls):
+    with concurrent.futures.ThreadPoolExecutor(len(calls)) as pool:
+        return sorted(pool.map(lambda call: call(), calls))
+
+
+def account(server):
+    api = Api(server.url).register()
+    return requests.get(server.url + "/api/auth/me", headers=api.headers, timeout=60).json()["data"]["email"]
+
+
+def test_parallel_correct_logins_to_one_account_from_one_address_all_succeed(server):
+    email, client = account(server), address()
+    statuses = in_parallel([lambda: login(server, email, "long enough", client)] * PARALLEL)
+    assert statuses == [200] * PARALLEL
+
+
+def test_parallel_wrong_guesses_on_one_account_are_capped_even_from_many_addresses(server):
+    email = account(server)
+    statuses = in_parallel([lambda: login(server, email, f"guess {uuid.uuid4()}", address())] * PARALLEL)
+    assert statuses == [401] * MAX_FAILURES + [429] * (PARALLEL - MAX_FAILURES)
+    assert login(server, email, "long enough", address()) == 429
+
+
+def test_parallel_wrong_guesses_from_one_address_are_capped_across_accounts(server):
+    client = address()
+    statuses = in_parallel([lambda: login(server, f"{uuid.uuid4().hex}@example.com", "wrong pass", client)]
+                           * PARALLEL)
+    assert statuses == [401] * MAX_FAILURES + [429] * (PARALLEL - MAX_FAILURES)
+
+
+def test_correct_logins_in_parallel_with_guesses_do_not_buy_the_guesser_more_tries(server):
+    email, client = account(server), address()
+    calls = [lambda: login(server, email, "long enough", client)] * PARALLEL + \
+            [lambda: login(server, email, f"guess {uuid.uuid4()}", address())] * PARALLEL
+    statuses = in_parallel(calls)
+    assert statuses.count(401) == MAX_FAILURES
+    assert set(statuses) <= {200, 401, 429}
+
+
+def test_other_requests_are_answered_while_logins_hash(server):
+    # An order, not a duration: hashing on the event loop would finish a login first.
+    emails = [account(server) for _ in range(8)]
+
+    def finished(call):
+        call()
+        return time.monotonic()
+
+    with concurrent.futures.ThreadPoolExecutor(len(emails)) as pool:
+        logins = [pool.submit(finished, lambda email=email: login(server, email, "long enough", address()))
+                  for email in emails]
+        time.sleep(0.05)
+        health = finished(lambda: requests.get(server.url + "/api/health", timeout=60).raise_for_status())
+        assert health < min(future.result() for future in logins)
