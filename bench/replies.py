@@ -67,14 +67,14 @@ class Sampler(threading.Thread):
 
     def __init__(self, stack):
         super().__init__(daemon=True)
-        self.stack, self.pids = stack, [worker.pid for worker in stack.workers]
+        self.stack = stack
         self.peak_rss_kb = self.peak_in_flight = 0
         self._stop, self._lock = threading.Event(), threading.Lock()
 
     def run(self):
         while not self._stop.is_set():
             try:
-                rss = max(rss_kb(pid)[0] for pid in self.pids)
+                rss = max(rss_kb(pid)[0] for pid in self.stack.worker_pids())
                 in_flight = self.stack.replies_in_flight()
             except Exception:  # the worker or Redis is going away: the run reports it
                 return
@@ -141,7 +141,7 @@ def schedule(level, args):
 
 
 def workers_hwm_kb(stack):
-    return max(rss_kb(worker.pid)[1] for worker in stack.workers)
+    return max(rss_kb(pid)[1] for pid in stack.worker_pids())
 
 
 def measure_level(stack, simulator, clients, level, args, token, sampler):
@@ -427,7 +427,7 @@ def measure_capacity(stack, simulator, clients, args, token, sampler):
     peak_rss, peak_in_flight = sampler.peaks()
     hwm = workers_hwm_kb(stack)
     print_first_error(results)
-    return {"count": args.capacity, "tokens": args.capacity_tokens, "workers": len(stack.workers),
+    return {"count": args.capacity, "tokens": args.capacity_tokens, "workers": len(stack.worker_pids()),
             "in_flight": peak_in_flight, "rss_mb": peak_rss / 1024, "hwm_mb": hwm / 1024, "hwm_grew": hwm > hwm_before,
             "errors": sum(r["error"] is not None for r in results), "seconds": time.monotonic() - started}
 
@@ -455,8 +455,9 @@ def add_arguments(parser):
     parser.add_argument("--capacity", type=int, default=None,
                         help=f"long replies started at once for the worker's capacity and memory (default "
                              f"{TARGET_IN_FLIGHT} per worker process; 0: skip)")
-    parser.add_argument("--capacity-tokens", type=int, default=500,
-                        help="tokens per reply in the capacity round (default 500, 10 s at 50 tokens/s)")
+    parser.add_argument("--capacity-tokens", type=int, default=1000,
+                        help="tokens per reply in the capacity round (default 1000, 20 s at 50 tokens/s: longer than "
+                             "the API takes to accept them all)")
 
 
 def check_arguments(parser, args):

@@ -22,7 +22,9 @@ def print_setup(args):
     others += [f"the baseline ({args.baseline})"] if args.baseline else []
     print(f"systems: ours (this checkout){''.join(', ' + other for other in others)}; scenarios "
           f"{', '.join(args.scenarios)}; {args.clients} closed-loop clients on {args.client_processes} process(es), "
-          f"{args.duration:g} s measured per cell after {args.warmup:g} s; fixed-delay model {args.model_ms:g} ms; "
+          f"{args.duration:g} s measured per cell after {args.warmup:g} s"
+          f"{f', {args.repeat} times (the systems alternating, pooled)' if args.repeat > 1 else ''}; "
+          f"fixed-delay model {args.model_ms:g} ms; "
           f"ours: {args.api_processes} API process(es), {args.workers} worker process(es), {args.ini}", flush=True)
     if not args.original:
         print("without --original (or $AISYSTANT_BENCH_ORIGINAL) the ratios to the original are not measured",

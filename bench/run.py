@@ -80,22 +80,26 @@ class Run(Processes):
                 self.fixtures[system.name] = scenarios.seed_system(system, args.clients)
             print(f"{system.describe()}: up and seeded in {time.monotonic() - began:.1f} s", flush=True)
         self.clients = start_clients(args.client_processes, self.log_dir)
-        self.cells = scenarios.Cells(self.clients, self.simulator, args.warmup, args.duration)
+        self.cells = scenarios.Cells(list(self.clients), self.simulator, args.warmup, args.duration)
 
     def rest_scenarios(self):
         return [name for name in self.args.scenarios if name != "streaming"]
 
     def more_clients(self, count):
+        """At least `count` client processes (streaming needs one per 50 streams)."""
         if len(self.clients) < count:
-            self.clients += start_clients(count - len(self.clients), self.log_dir, first_index=len(self.clients))
+            self.clients = self.clients + start_clients(count - len(self.clients), self.log_dir,
+                                                        first_index=len(self.clients))
         return self.clients[:count]
 
     # measuring
 
     def cell(self, system, requests, count, label):
+        """One run of a cell; its raw figures."""
         fixture = self.fixtures.get(system.name) if system is not None else None
         url = self.simulator.url if system is None else None
-        figures = self.cells.measure(system, fixture, requests, count, url)
+        raw = self.cells.measure_raw(system, fixture, requests, count, url)
+        figures = scenarios.figures([raw])
         name = "model" if system is None else system.name
         print(f"  {label:<52} {name:<9} {figures['rate']:8.1f}/s  p50 {figures['p50']:7.1f} ms  "
               f"p99 {figures['p99']:7.1f} ms  not 2xx {figures['not_ok']}", flush=True)
@@ -103,17 +107,22 @@ class Run(Processes):
             print(f"    first error: {figures['errors'][0]}", flush=True)
         if system is not None and hasattr(system, "worker_idle"):
             system.worker_idle()
-        return figures
+        return raw
 
     def each_system(self, requests, count, label):
-        return {system.name: self.cell(system, requests, count, label) for system in self.systems}
+        """The cell against every system in turn, `--repeat` times; the pooled figures."""
+        raws = {system.name: [] for system in self.systems}
+        for _ in range(self.args.repeat):
+            for system in self.systems:
+                raws[system.name].append(self.cell(system, requests, count, label))
+        return {name: scenarios.figures(runs) for name, runs in raws.items()}
 
     def model(self, count):
         """The model's own time at `count` clients, measured once a run."""
         key = f"model-{count}"
         if key not in self.results:
-            self.results[key] = self.cell(None, scenarios.model_direct(replies.MODEL), count,
-                                          f"send, model called directly, {count} client(s)")
+            self.results[key] = scenarios.figures([self.cell(None, scenarios.model_direct(replies.MODEL), count,
+                                                             f"send, model called directly, {count} client(s)")])
         return self.results[key]
 
     def reads(self):
@@ -144,7 +153,8 @@ class Run(Processes):
         return measured
 
     def streaming(self):
-        measured = {}
+        # Filled as it goes: a level that fails leaves the ones before it in the report.
+        measured = self.results.setdefault("streaming", {})
         args = self.args
         for system in self.systems:
             if not system.streaming:
@@ -177,6 +187,8 @@ def parse_args(argv):
     parser.add_argument("--clients", type=int, default=16, help="closed-loop clients (default 16)")
     parser.add_argument("--duration", type=float, default=None, help="seconds measured per cell (default 10)")
     parser.add_argument("--warmup", type=float, default=None, help="unmeasured seconds before each cell (default 2)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure each cell this many times, the systems alternating, and pool (default 1)")
     parser.add_argument("--model-ms", type=float, default=200.0,
                         help="the fixed-delay model's answer time for the sends (default 200)")
     parser.add_argument("--client-processes", type=int, default=1,
@@ -196,8 +208,8 @@ def parse_args(argv):
         args.duration = 2.0 if args.quick else 10.0
     if args.warmup is None:
         args.warmup = 0.5 if args.quick else 2.0
-    if min(args.clients, args.client_processes) < 1 or args.duration <= 0 or args.warmup < 0:
-        parser.error("--clients and --client-processes must be >= 1, --duration > 0, --warmup >= 0")
+    if min(args.clients, args.client_processes, args.repeat) < 1 or args.duration <= 0 or args.warmup < 0:
+        parser.error("--clients, --client-processes and --repeat must be >= 1, --duration > 0, --warmup >= 0")
     return args
 
 

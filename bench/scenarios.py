@@ -119,8 +119,12 @@ class Cells:
         self.warmup, self.duration = warmup, duration
 
     def measure(self, system, fixture, requests, count, url=None):
-        """`count` clients, client i sending `requests(fixture, i)` in a loop, against `system`
-        (or against `url` with system None: the simulator)."""
+        """The figures of one cell: `count` clients, client i sending `requests(fixture, i)` in
+        a loop, against `system` (or against `url` with system None: the simulator)."""
+        return figures([self.measure_raw(system, fixture, requests, count, url)])
+
+    def measure_raw(self, system, fixture, requests, count, url=None):
+        """What one cell measured, before `figures()` (which can pool several)."""
         groups = {"clients": [client.pid for client in self.clients], "simulator": [self.simulator.pid]}
         if system is not None:
             groups.update(system.server_groups())
@@ -146,7 +150,7 @@ class Cells:
         results = [client.receive()["results"] for client in used]
         if system is not None:
             system.check_alive()
-        return figures(results, meter.totals["window"], self.duration)
+        return {"results": results, "cpu": meter.totals["window"], "seconds": self.duration}
 
 
 def sleep_until(deadline):
@@ -155,7 +159,14 @@ def sleep_until(deadline):
         time.sleep(remaining)
 
 
-def figures(results, cpu, seconds):
+def figures(raws):
+    """Throughput, percentiles, statuses and CPU per request of one or more runs of a cell."""
+    results = [result for raw in raws for result in raw["results"]]
+    seconds = sum(raw["seconds"] for raw in raws)
+    cpu = {}
+    for raw in raws:
+        for group, used in raw["cpu"].items():
+            cpu[group] = cpu.get(group, 0.0) + used
     latencies = [latency for result in results for latency in result["latencies_ms"]]
     statuses = {}
     for result in results:

@@ -226,11 +226,21 @@ def release_stores(system):
     return errors
 
 
-def serve_takes_workers(bin_dir):
-    """Whether this checkout's `aisystant-server serve` forks API processes itself (`--workers N`)."""
-    result = subprocess.run([os.path.join(bin_dir, "aisystant-server"), "serve", "--help"],
+def takes_option(bin_dir, command, option):
+    """Whether this checkout's `aisystant-server <command>` lists `option` in its help."""
+    result = subprocess.run([os.path.join(bin_dir, "aisystant-server"), command, "--help"],
                             capture_output=True, text=True, timeout=60)
-    return "--workers" in result.stdout
+    return option in result.stdout
+
+
+def descendants(pid):
+    """The live processes below `pid`."""
+    from measure import children
+
+    found = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
 
 
 class Stack:
@@ -238,7 +248,9 @@ class Stack:
     and its worker process(es), pointed at a simulator that runs elsewhere.
 
     `api_processes` > 1: `serve --workers N` when the checkout's `serve` takes it, else N
-    `serve` processes on N ports, the clients spread over them."""
+    `serve` processes on N ports, the clients spread over them. `workers`: one
+    `worker --workers N` when the checkout's `worker` takes it (it then forks N worker
+    processes; N = 1 runs in the command's process), else N `worker` commands."""
 
     def __init__(self, log_dir, simulator_url, api_processes=1, workers=1, name="ours", root=ROOT, bin_dir=BIN,
                  redis_db=REDIS_DB, ini="production.ini"):
@@ -250,7 +262,7 @@ class Stack:
         self.database_created = False
         self.redis = None
         self.children, self.servers, self.workers, self.urls = [], [], [], []
-        self.serve_forks = False
+        self.serve_forks = self.worker_forks = False
 
     streaming = True
 
@@ -271,6 +283,8 @@ class Stack:
             "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "JWT_SECRET": JWT_SECRET,
             "ANTHROPIC_BASE_URL": self.simulator_url, "ANTHROPIC_API_KEY": "bench-key", "HOST": "127.0.0.1",
             "AISYSTANT_INI": self.ini, "RATE_LIMIT_MAX_REQUESTS": "1000000000", "WORKER_CONCURRENCY": "600",
+            # Every client of the benchmark connects from 127.0.0.1: up to 500 streams at once.
+            "MAX_CONNECTIONS_PER_ADDRESS": "100000",
         }
 
     def command(self, *args):
@@ -291,7 +305,8 @@ class Stack:
     def start(self):
         self.create_stores()
         env = self.env()
-        self.serve_forks = self.api_processes > 1 and serve_takes_workers(self.bin_dir)
+        self.serve_forks = self.api_processes > 1 and takes_option(self.bin_dir, "serve", "--workers")
+        self.worker_forks = takes_option(self.bin_dir, "worker", "--workers")
         separate = 1 if self.serve_forks else self.api_processes
         for index in range(separate):
             port = free_port()
@@ -299,7 +314,10 @@ class Stack:
             extra = ["--workers", str(self.api_processes)] if self.serve_forks else []
             self.servers.append(self._spawn(name, self.command("serve", *extra), {**env, "PORT": str(port)}))
             self.urls.append(f"http://127.0.0.1:{port}")
-        for index in range(self.worker_count):
+        if self.worker_forks:
+            self.workers.append(self._spawn(f"{self.name}-worker",
+                                            self.command("worker", "--workers", str(self.worker_count)), env))
+        for index in range(0 if self.worker_forks else self.worker_count):
             name = f"{self.name}-worker" if self.worker_count == 1 else f"{self.name}-worker-{index}"
             self.workers.append(self._spawn(name, self.command("worker"), env))
         for server, url in zip(self.servers, self.urls):
@@ -313,13 +331,22 @@ class Stack:
         return child
 
     def server_groups(self):
-        """The processes whose CPU time is this system's, by role."""
+        """The processes whose CPU time is this system's, by role (with their children)."""
         return {"api": [server.pid for server in self.servers], "workers": [worker.pid for worker in self.workers]}
+
+    def worker_pids(self):
+        """The processes that run replies: the worker commands, or the processes they forked."""
+        pids = []
+        for worker in self.workers:
+            pids += descendants(worker.pid) or [worker.pid]
+        return pids
 
     def describe(self):
         api = (f"1 `serve --workers {self.api_processes}`" if self.serve_forks
                else f"{len(self.servers)} `serve` process(es)")
-        return f"{self.name}: {self.root}, {api}, {len(self.workers)} worker process(es), {os.path.basename(self.ini)}"
+        workers = (f"1 `worker --workers {self.worker_count}`" if self.worker_forks
+                   else f"{len(self.workers)} `worker` process(es)")
+        return f"{self.name}: {self.root}, {api}, {workers}, {os.path.basename(self.ini)}"
 
     def check_alive(self):
         for child in (*self.servers, *self.workers):
