@@ -275,6 +275,18 @@ def test_new_message_streams_the_reply_to_the_room(new_client, live_server, api)
     assert api.conversation_data(conversation)["title"] == updated["title"]
 
 
+def test_new_message_without_an_acknowledgement_is_sent_all_the_same(new_client, live_server, api):
+    conversation = api.conversation()
+    client = connected(new_client, live_server.url, api, conversation)
+    question = f"Why is the node NotReady? {marker()}"
+    client.send("new_message", {"conversationId": conversation, "content": question})
+    asked = client.wait_for("message_received", lambda m: m["role"] == "user")
+    assert asked["content"] == question
+    final = client.wait_for("message_received", lambda m: m["role"] == "assistant" and m["status"] == "complete",
+                            timeout=REPLY_TIMEOUT)
+    assert_shows_the_stored_reply(pairs(client), final, api)
+
+
 def test_messages_sent_over_rest_reach_the_room(new_client, live_server, api):
     conversation = api.conversation()
     client = connected(new_client, live_server.url, api, conversation)
@@ -315,9 +327,10 @@ def test_typing_reaches_the_others_in_the_room_never_the_sender(new_client, live
     other_tab = connected(new_client, live_server.url, api, conversation)
     elsewhere = connected(new_client, live_server.url, api, api.conversation())
     expected = {"conversation_id": conversation, "username": api.username}
-    for event in ("typing", "stop_typing"):
-        assert typist.call(event, {"conversationId": conversation}) == {"success": True}
-        assert other_tab.wait_for(event) == expected
+    assert typist.call("typing", {"conversationId": conversation}) == {"success": True}
+    assert other_tab.wait_for("typing") == expected
+    typist.send("stop_typing", {"conversationId": conversation})  # as web clients do: no acknowledgement
+    assert other_tab.wait_for("stop_typing") == expected
     # A round trip after the others got both: anything sent to the typist has arrived too.
     assert typist.call("join_conversation", conversation)["success"] is True
     assert elsewhere.call("join_conversation", conversation)["success"] is True
@@ -344,6 +357,13 @@ NEW_MESSAGE_SHAPES = [
 ]
 
 
+SINCE_SHAPES = [
+    lambda c: ({"conversationId": c, "since": "0"},), lambda c: ({"conversationId": c, "since": [1, 2]},),
+    lambda c: ({"conversationId": c, "since": {"abc": 1}},), lambda c: ({"conversationId": c, "since": {"1": "x"}},),
+    lambda c: ({"conversationId": c, "since": {"1": 1.5}},), lambda c: ({"conversationId": c, "since": {"1": -2}},),
+]
+
+
 @pytest.mark.parametrize("event", CLIENT_EVENTS)
 def test_a_payload_of_the_wrong_shape_gets_an_error_acknowledgement(new_client, live_server, api, event):
     conversation = api.conversation()
@@ -351,10 +371,13 @@ def test_a_payload_of_the_wrong_shape_gets_an_error_acknowledgement(new_client, 
     shapes = _bad_payloads(conversation)
     if event == "new_message":
         shapes += [shape(conversation) for shape in NEW_MESSAGE_SHAPES]
+    if event == "join_conversation":
+        shapes += [shape(conversation) for shape in SINCE_SHAPES]
     for args in shapes:
         ack = client.call(event, *args)
         assert isinstance(ack, dict), (args, ack)
         assert_error(ack, "validation_failed")
+    client.send(event, "not an id")  # no acknowledgement asked: nothing to answer, nothing to break
     assert client.call("join_conversation", conversation)["success"] is True
     assert client.disconnect_reason is None
     assert api.messages(conversation) == []
@@ -378,6 +401,27 @@ def test_a_client_of_another_events_process_gets_the_reply_of_a_message_posted_t
     assert far.wait_for("typing", lambda t: t["username"] == api.username)
     far_ack = far.call("new_message", {"conversationId": conversation, "content": f"And now? {marker()}"})
     assert final_message(near, far_ack["data"]["assistantMessage"]["id"])
+
+
+@pytest.mark.distributed
+def test_the_events_process_accepts_the_cors_origins_and_its_own_only(new_client, api, events_url):
+    for origin, accepted in (("http://localhost:3000", True), (events_url, True), ("https://evil.example", False)):
+        connection = new_client().connect(events_url, api.token, headers={"Origin": origin})
+        assert connection.connected is accepted, (origin, connection)
+
+
+@pytest.mark.distributed
+def test_without_a_model_new_message_keeps_the_question_and_says_llm_not_configured(new_client, live_server, api):
+    events_url = live_server.start_events(ANTHROPIC_API_KEY="")
+    conversation = api.conversation()
+    client = connected(new_client, events_url, api, conversation)
+    question = f"Anyone there? {marker()}"
+    ack = assert_error(client.call("new_message", {"conversationId": conversation, "content": question}),
+                       "llm_not_configured")
+    [kept] = api.messages(conversation)
+    assert kept["role"] == "user" and kept["content"] == question
+    assert client.wait_for("message_received", lambda m: m["id"] == kept["id"]) == kept
+    assert ack.get("details", {}).get("user_message_id", kept["id"]) == kept["id"]
 
 
 @pytest.mark.distributed
