@@ -1,31 +1,66 @@
-"""The one way to emit a real-time event: publish it on Redis for the events process.
+"""The one way to emit a real-time event: python-socketio's own client manager.
 
-Producers (API processes, reply workers) publish `{"event", "room", "data"}` on one
-channel; whatever serves clients (the Socket.IO endpoint) subscribes and forwards each
-event to the conversation's room. Redis carries events between processes and, in the
-embedded mode, inside the one process.
+Every producer (a view, a reply job, the Socket.IO handlers) calls `emit` with the
+process's emitter, which is one of:
+
+- the process's Socket.IO server (`serve`, `events`): it delivers to its own clients
+  and, through its `RedisManager`, to every other process's;
+- in a process without one (a worker, `pserve`), a write-only `RedisManager`, which only
+  publishes for the processes that serve clients;
+- in the embedded mode without a Socket.IO server (nothing to deliver to), `NO_CLIENTS`.
+
+Redis pub/sub can lose what is published while a listener reconnects: clients never
+depend on it alone. Text is recoverable from the reply's stream (streams.py), and
+joining a conversation replays what a client missed (realtime/handlers.py).
 """
 
-import json
 import logging
 
-import redis as redis_lib
+import socketio
+
+from aisystant_server.redis_connection import is_embedded
 
 log = logging.getLogger(__name__)
-CHANNEL = "aisystant:events"
+# python-socketio's channel on Redis, shared by every process of a deployment.
+CHANNEL = "aisystant:socketio"
+NAMESPACE = "/"
+
+
+class _NoClients:
+    """The emitter of an embedded process that serves no Socket.IO clients."""
+
+    def emit(self, *args, **kwargs):
+        pass
+
+
+NO_CLIENTS = _NoClients()
 
 
 def conversation_room(conversation_id):
     return f"conversation:{conversation_id}"
 
 
-def encode(event, data, conversation_id):
-    return json.dumps({"event": event, "room": conversation_room(conversation_id), "data": data})
+def manager(settings, write_only):
+    """python-socketio's Redis client manager for this deployment (distributed mode)."""
+    # No socket_timeout on the listening connection: python-socketio would take each
+    # quiet period for a failure and subscribe again forever.
+    return socketio.RedisManager(settings["redis.url"], channel=CHANNEL, write_only=write_only,
+                                 redis_options={"socket_connect_timeout": 5, "socket_keepalive": True,
+                                                "health_check_interval": 30})
 
 
-def emit(redis, event, data, conversation_id):
+def publisher(settings):
+    """The emitter of a process that serves no Socket.IO clients itself."""
+    return NO_CLIENTS if is_embedded(settings) else manager(settings, write_only=True)
+
+
+def emit(emitter, event, data, conversation_id, skip_sid=None):
+    """Send `event` to the conversation's room, wherever its clients are connected."""
     try:
-        redis.publish(CHANNEL, encode(event, data, conversation_id))
-    except redis_lib.RedisError:
-        # Clients catch up from the stream or the REST API; a lost event is not lost data.
-        log.exception("could not publish %s", event)
+        emitter.emit(event, data, room=conversation_room(conversation_id), skip_sid=skip_sid, namespace=NAMESPACE)
+    except Exception:  # noqa: BLE001 - a lost event is not lost data (see the module docstring)
+        log.exception("could not emit %s", event)
+
+
+def includeme(config):
+    config.registry["events"] = publisher(config.get_settings())

@@ -11,7 +11,10 @@ import sys
 
 import click
 
-GEVENT_COMMANDS = {"serve", "worker", "simulator"}
+# Light (no sockets, threads or ssl): safe before gevent patches the standard library.
+from aisystant_server.settings import config_path, read_settings
+
+GEVENT_COMMANDS = {"serve", "events", "worker", "simulator"}
 EMBEDDED_SHUTDOWN_SECONDS = 5
 
 
@@ -25,19 +28,6 @@ def main(argv=None):
 
         patch_psycopg()
     cli.main(args=argv, prog_name="aisystant-server")
-
-
-def config_path(ini=None):
-    return ini or os.environ.get("AISYSTANT_INI") or "development.ini"
-
-
-def read_settings(ini=None):
-    """The app's settings as the server sees them: the ini, then the environment."""
-    from pyramid.paster import get_appsettings
-
-    from aisystant_server.settings import load_settings
-
-    return load_settings(get_appsettings(config_path(ini)))
 
 
 def _fail(message):
@@ -99,23 +89,54 @@ def migrate(obj):
 @cli.command()
 @click.pass_obj
 def serve(obj):
-    """Serve the API on HOST:PORT (3001); embedded mode when REDIS_URL is not set."""
+    """Serve the API and its real-time events (Socket.IO) on HOST:PORT (3001).
+
+    Embedded mode when REDIS_URL is not set: the reply worker runs in this process too.
+    """
+    from aisystant_server import realtime
+
+    app, settings = _load(obj["ini"])
+    web_app = realtime.wrap(app)
+    embedded = not settings["redis.url"]
+    mode = "embedded (in-process Redis and worker)" if embedded else "distributed (Redis; run workers)"
+    _serve(web_app, settings, f"AiSystant API v{_version()}", mode,
+           embedded_worker=_start_embedded_worker(app) if embedded else None)
+
+
+@cli.command()
+@click.pass_obj
+def events(obj):
+    """Serve only the real-time events (Socket.IO) on HOST:PORT, in the distributed mode.
+
+    For deployments that scale the Socket.IO endpoint apart from the API (see
+    docs/deploy/): events emitted by API processes and workers reach its clients through
+    Redis. Several events processes need sticky sessions or websocket-only clients.
+    """
+    from aisystant_server import realtime
+
+    app, settings = _load(obj["ini"])
+    if not settings["redis.url"]:
+        _fail("REDIS_URL is not set: the events role receives events through Redis. "
+              "Without Redis, `aisystant-server serve` serves the events itself.")
+    _serve(realtime.wrap(realtime.health_only(app)), settings, f"AiSystant events v{_version()}",
+           "Socket.IO only, distributed (Redis)")
+
+
+def _serve(web_app, settings, name, mode, embedded_worker=None):
+    """Serve `web_app` until SIGTERM or SIGINT, then stop what runs in this process."""
     import gevent
     import signal
 
     from aisystant_server.serving import make_server
 
-    app, settings = _load(obj["ini"])
     address = (settings["aisystant.host"], settings["aisystant.port"])
-    server = make_server(app, settings)
+    server = make_server(web_app, settings)
     try:
         server.start()
     except OSError as error:
         _fail(f"cannot listen on {address[0]}:{address[1]}: {error.strerror} (set PORT or HOST)")
-    embedded_worker = _start_embedded_worker(app) if not settings["redis.url"] else None
-    mode = "embedded (in-process Redis and worker)" if embedded_worker else "distributed (Redis; run workers)"
     model = settings["aisystant.model"] if settings["anthropic.api_key"] else "none (set ANTHROPIC_API_KEY)"
-    click.echo(f"AiSystant API v{_version()} on http://{address[0]}:{server.server_port} - {mode}, "
+    click.echo(f"{name} on http://{address[0]}:{server.server_port} - {mode}, "
                f"database {_safe_url(settings['sqlalchemy.url'])}, model {model}", err=True)
     stop = gevent.event.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -142,7 +163,7 @@ def _start_embedded_worker(app):
     registry = app.registry
     settings = registry.settings
     context = configure(JobContext(settings, registry["redis"], registry["db.session_factory"],
-                                   make_provider(settings)))
+                                   make_provider(settings), registry["events"]))
     runtime(context)
     # Replies still in flight at shutdown are redone after the restart (the reaper finds
     # them in the database), so a short grace period is enough.
@@ -152,21 +173,26 @@ def _start_embedded_worker(app):
 
 
 @cli.command()
-@click.option("--concurrency", type=int, default=None, help="Replies in flight at once (default WORKER_CONCURRENCY, 500).")
+@click.option("--workers", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Worker processes (default WORKER_PROCESSES; 0: one per core in production, else 1).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Replies in flight at once per process (default WORKER_CONCURRENCY, 500).")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
 @click.pass_obj
-def worker(obj, concurrency, burst):
+def worker(obj, workers, concurrency, burst):
     """Produce assistant replies from the Redis queues (distributed mode).
 
-    One process holds hundreds of replies in flight (gevent); run more processes, on
-    more machines, to scale. `rq info --url $REDIS_URL` shows them and their queues.
+    One process holds hundreds of replies in flight (gevent); --workers runs one per
+    core under RQ's worker pool, and more machines scale further. `rq info --url
+    $REDIS_URL` shows them and their queues. SIGTERM lets the replies in flight finish
+    (up to 5 minutes); a second one stops at once.
     """
     from pyramid.paster import setup_logging
+    from rq.worker_pool import WorkerPool
 
-    from aisystant_server.jobs.context import JobContext, configure
+    from aisystant_server.jobs.process import ReplyWorker
     from aisystant_server.jobs.queues import QUEUES
-    from aisystant_server.jobs.runtime import runtime
-    from aisystant_server.jobs.worker import run_worker
+    from aisystant_server.redis_connection import make_redis
 
     path = _existing_config(obj["ini"])
     settings = _settings(path)
@@ -174,11 +200,28 @@ def worker(obj, concurrency, burst):
         _fail("REDIS_URL is not set: workers take their jobs from Redis. "
               "Without Redis, `aisystant-server serve` runs the worker in its own process.")
     setup_logging(path)
-    context = configure(JobContext.from_settings(settings))
-    if context.provider is None:
+    if not settings["anthropic.api_key"]:
         click.echo("aisystant-server: warning: ANTHROPIC_API_KEY is not set; replies will fail", err=True)
-    runtime(context)
-    run_worker(context.redis, QUEUES, max_jobs=concurrency or settings["worker.max_jobs"], burst=burst)
+    # The worker processes read their settings themselves: the same file, the same overrides.
+    os.environ["AISYSTANT_INI"] = os.path.abspath(path)
+    if concurrency:
+        os.environ["WORKER_CONCURRENCY"] = str(concurrency)
+    processes = _processes(workers, settings["worker.processes"], settings)
+    connection = make_redis(settings)
+    if processes == 1:
+        ReplyWorker(QUEUES, connection=connection).work(burst=burst, logging_level="INFO")
+    else:
+        WorkerPool(QUEUES, connection=connection, num_workers=processes, worker_class=ReplyWorker).start(
+            burst=burst, logging_level="INFO")
+
+
+def _processes(option, setting, settings):
+    """How many processes: the option, else the setting; 0 means one per core in
+    production and one in development."""
+    wanted = setting if option is None else option
+    if wanted:
+        return wanted
+    return (os.cpu_count() or 1) if settings["aisystant.env"] == "production" else 1
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})

@@ -84,6 +84,7 @@ ENVIRONMENT = {
     "LLM_MAX_RETRIES": ("llm.max_retries", int, 3),
     "LLM_RETRY_BASE_SECONDS": ("llm.retry_base_seconds", float, 1.0),
     "WORKER_CONCURRENCY": ("worker.max_jobs", int, 500),
+    "WORKER_PROCESSES": ("worker.processes", int, 0),
     "REPLY_LEASE_SECONDS": ("worker.lease_seconds", int, 15),
     "REAPER_INTERVAL_SECONDS": ("worker.reaper_interval", float, 10.0),
 }
@@ -139,6 +140,18 @@ def check_production(settings):
             f"JWT_SECRET is {len(secret)} characters long: production needs at least "
             f"{MIN_JWT_SECRET_LENGTH}"
         )
+
+
+def config_path(ini=None):
+    """The ini file of the server's commands: `--config`, then AISYSTANT_INI, then development.ini."""
+    return ini or os.environ.get("AISYSTANT_INI") or "development.ini"
+
+
+def read_settings(ini=None):
+    """The app's settings as the server sees them: the ini, then the environment."""
+    from pyramid.paster import get_appsettings
+
+    return load_settings(get_appsettings(config_path(ini)))
 
 
 def includeme(config):

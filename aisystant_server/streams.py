@@ -81,8 +81,8 @@ def replay(entries):
 class ReplyWriter:
     """Appends one attempt's text to its reply's stream and emits it to socket clients."""
 
-    def __init__(self, redis, reply, attempt):
-        self.redis, self.reply = redis, reply
+    def __init__(self, redis, emitter, reply, attempt):
+        self.redis, self.emitter, self.reply = redis, emitter, reply
         entries = redis.xrange(reply.key)
         # Text an earlier attempt streamed: this attempt continues it (see `prefix`).
         self.prefix, self.index = replay(entries)
@@ -137,7 +137,7 @@ class ReplyWriter:
             return
         self.parts.append(delta)
         self.buffer, self._reset_due = [], False
-        events.emit(self.redis, event, {"conversation_id": self.reply.conversation_id,
+        events.emit(self.emitter, event, {"conversation_id": self.reply.conversation_id,
                                         "message_id": self.reply.id, **payload}, self.reply.conversation_id)
         self.index += 1
         self.last_flush = time.monotonic()
@@ -182,16 +182,24 @@ def read(redis, reply, after_index=-1, timeout=None):
                 return
             yield "idle", None, None
             continue
-        for entry_id, fields in answer[0][1]:
-            last_id = entry_id
-            kind = fields[b"type"].decode()
-            if kind in ("delta", "reset"):
-                index = int(fields[b"index"])
-                if index > after_index:
-                    yield kind, index, fields[b"delta" if kind == "delta" else b"text"].decode()
-            else:
-                yield kind, None, json.loads(fields[b"data"])
+        entries = answer[0][1]
+        last_id = entries[-1][0]
+        for event in events_of(entries, after_index):
+            yield event
+            if event[0] in ("done", "error"):
                 return
+
+
+def events_of(entries, after_index=-1):
+    """(type, index, data) of stream entries, skipping text events up to `after_index`."""
+    for _, fields in entries:
+        kind = fields[b"type"].decode()
+        if kind in ("delta", "reset"):
+            index = int(fields[b"index"])
+            if index > after_index:
+                yield kind, index, fields[b"delta" if kind == "delta" else b"text"].decode()
+        else:
+            yield kind, None, json.loads(fields[b"data"])
 
 
 def partial_text(redis, reply):

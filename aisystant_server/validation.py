@@ -24,6 +24,11 @@ def validate_json(schema, request):
             data = json.loads(body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             raise ValidationFailed(Msg("invalid_json")) from None
+    return validate_object(schema, data)
+
+
+def validate_object(schema, data):
+    """A decoded JSON value (a body, a Socket.IO payload) checked against `schema`."""
     if not isinstance(data, dict):
         raise ValidationFailed(Msg("json_object_expected"))
     try:

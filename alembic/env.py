@@ -15,7 +15,7 @@ def database_url():
     url = context.config.attributes.get("sqlalchemy.url")
     if url:
         return url
-    from aisystant_server.scripts import read_settings
+    from aisystant_server.settings import read_settings
 
     return read_settings()["sqlalchemy.url"]
 

@@ -6,22 +6,24 @@ from AISYSTANT_INI on the first job.
 """
 
 from aisystant_server.db import engine_from_settings, make_session_factory
+from aisystant_server.events import NO_CLIENTS, publisher
 from aisystant_server.llm import make_provider
 from aisystant_server.redis_connection import make_redis
+from aisystant_server.settings import read_settings
 
 _current = None
 
 
 class JobContext:
-    def __init__(self, settings, redis, session_factory, provider):
+    def __init__(self, settings, redis, session_factory, provider, events=NO_CLIENTS):
         self.settings, self.redis = settings, redis
         self.session_factory, self.provider = session_factory, provider
+        self.events = events  # the process's emitter (see events.py)
 
     @classmethod
-    def from_settings(cls, settings, redis=None, session_factory=None):
-        return cls(settings, redis or make_redis(settings),
-                   session_factory or make_session_factory(engine_from_settings(settings)),
-                   make_provider(settings))
+    def from_settings(cls, settings):
+        return cls(settings, make_redis(settings), make_session_factory(engine_from_settings(settings)),
+                   make_provider(settings), publisher(settings))
 
 
 def configure(context):
@@ -32,7 +34,5 @@ def configure(context):
 
 def current():
     if _current is None:
-        from aisystant_server.scripts import read_settings
-
         configure(JobContext.from_settings(read_settings()))
     return _current

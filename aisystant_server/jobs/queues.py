@@ -6,9 +6,15 @@ one whose job was lost. Views enqueue only after their transaction commits, so a
 never looks for a message that is not there yet.
 """
 
+import logging
 import uuid
 
+import redis as redis_lib
 from rq import Queue
+
+from aisystant_server import events
+
+log = logging.getLogger(__name__)
 
 REPLIES = "replies"
 TITLES = "titles"
@@ -35,6 +41,18 @@ def enqueue_reply(redis, settings, reply_id):
     )
     # After the enqueue: a failed enqueue must leave no marker, so the reaper retries it.
     redis.set(QUEUED_KEY.format(reply_id), 1, ex=QUEUED_SECONDS)
+
+
+def queue_reply(emitter, redis, settings, exchange):
+    """Once the transaction that stored `exchange` (`{userMessage, assistantMessage}`) has
+    committed: tell the conversation's room, and queue the reply. If Redis is away, the
+    reply is stored but not queued: the reaper queues it once Redis is back."""
+    question, reply = exchange["userMessage"], exchange["assistantMessage"]
+    events.emit(emitter, "message_received", question, question["conversation_id"])
+    try:
+        enqueue_reply(redis, settings, reply["id"])
+    except redis_lib.RedisError as error:
+        log.warning("reply %s not queued (%s): the reaper will queue it", reply["id"], error)
 
 
 def forget_queued(redis, reply_id):

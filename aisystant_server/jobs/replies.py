@@ -68,8 +68,8 @@ def _produce(context, reply_id):
     language = meta.get("language", "fr")
     typing = {"conversation_id": reply.conversation_id, "username": ASSISTANT}
     started = time.monotonic()
-    writer = streams.ReplyWriter(redis, reply, attempt)
-    events.emit(redis, "typing", typing, reply.conversation_id)
+    writer = streams.ReplyWriter(redis, context.events, reply, attempt)
+    events.emit(context.events, "typing", typing, reply.conversation_id)
     try:
         if attempt > MAX_ATTEMPTS:
             raise ModelError("too_many_attempts", f"{attempt - 1} attempts were lost or failed")
@@ -104,7 +104,7 @@ def _produce(context, reply_id):
         return _end(context, reply, attempt, MessageStatus.ERROR, writer.text, meta,
                     error={"code": "llm_failed", "message": human})
     finally:
-        events.emit(redis, "stop_typing", typing, reply.conversation_id)
+        events.emit(context.events, "stop_typing", typing, reply.conversation_id)
     meta.update(model=completion.model, stop_reason=completion.stop_reason,
                 usage={"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens},
                 ttft_ms=_ms(started, writer.first_text_at) if writer.first_text_at else None,
@@ -161,11 +161,11 @@ def _end(context, reply, attempt, status, content, meta, error=None):
     body, first = stored
     if error:
         streams.finish(redis, reply, "error", error)
-        events.emit(redis, "message_error", {"conversation_id": reply.conversation_id, "message_id": reply.id,
+        events.emit(context.events, "message_error", {"conversation_id": reply.conversation_id, "message_id": reply.id,
                                              **error}, reply.conversation_id)
     else:
         streams.finish(redis, reply, "done", body)
-    events.emit(redis, "message_received", body, reply.conversation_id)
+    events.emit(context.events, "message_received", body, reply.conversation_id)
     if first:
         try:
             enqueue_title(redis, reply.id)

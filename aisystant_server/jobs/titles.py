@@ -39,5 +39,5 @@ def generate_title(reply_id):
         conversation = set_generated_title(session, reply_id, title)
         body = conversation and present.conversation(conversation)
     if body:
-        events.emit(context.redis, "conversation_updated", body, conversation_id)
+        events.emit(context.events, "conversation_updated", body, conversation_id)
     return title

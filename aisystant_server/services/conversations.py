@@ -55,6 +55,13 @@ def set_generated_title(db, reply_id, title):
     return None if conversation_id is None else db.get(Conversation, conversation_id)
 
 
+def replies(db, conversation_id, reply_ids):
+    """The conversation's assistant messages among `reply_ids`."""
+    return list(db.scalars(sa.select(Message).where(
+        Message.conversation_id == conversation_id, Message.id.in_(reply_ids),
+        Message.role == MessageRole.ASSISTANT)))
+
+
 def reply_streams(db, conversation_id):
     """(replies in flight, replies that may still have a stream in Redis) of a conversation,
     as `ReplyRef`s: what deleting it must stop and clean up."""

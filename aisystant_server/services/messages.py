@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 
 from aisystant_server.db import utcnow
+from aisystant_server.errors import PayloadTooLarge
+from aisystant_server.i18n import Msg
 from aisystant_server.llm.prompt import marked
 from aisystant_server.models import Conversation, Message, MessageRole, MessageStatus
 
@@ -25,6 +27,17 @@ def store_user_message(db, conversation, user, content):
     _touch(db, conversation.id)
     db.flush()
     return message
+
+
+def send(db, conversation, user, content, settings, language):
+    """Store a question and, when a model is configured, its `pending` reply: (question,
+    reply or None), in the caller's transaction. Over the size cap, nothing is stored."""
+    cap = settings["aisystant.max_message_chars"]
+    if len(content) > cap:
+        raise PayloadTooLarge(Msg("message_too_long", max=cap))
+    if not settings["anthropic.api_key"]:
+        return store_user_message(db, conversation, user, content), None
+    return create_exchange(db, conversation, user, content, language)
 
 
 def create_exchange(db, conversation, user, content, language):
@@ -59,19 +72,20 @@ def prompt_inputs(session, conversation_id, question_id):
     """(earlier turns as (role, text), the question) for a reply, in one query.
 
     What the history keeps: every answer with text, a partial one (cancelled, or cut by
-    an error) marked as such; every question, except one whose answer ended with no
-    text at all (cancelled or failed before a word): the user moved on, and keeping it
-    would merge it into the next question.
+    an error) marked as such, and the questions they answer (and those of the original
+    product, which linked no reply). A question whose answer ended with no text at all
+    (cancelled or failed before a word), or is still being written, is left out: kept, it
+    would merge into the new question as if the user had asked both at once.
     """
     reply = aliased(Message)
-    unanswered = sa.and_(reply.status.in_((MessageStatus.CANCELLED, MessageStatus.ERROR)), reply.content == "")
+    answered = sa.and_(reply.status.in_(ANSWERED), reply.content != "")
     rows = session.execute(
         sa.select(Message.id, Message.role, Message.content, Message.status)
         .outerjoin(reply, reply.reply_to_id == Message.id)
         .where(Message.conversation_id == conversation_id, Message.id <= question_id,
                sa.or_(Message.id == question_id,
                       sa.and_(Message.role == MessageRole.USER, Message.content != "",
-                              sa.or_(reply.id.is_(None), sa.not_(unanswered))),
+                              sa.or_(reply.id.is_(None), answered)),
                       sa.and_(Message.role == MessageRole.ASSISTANT, Message.content != "",
                               Message.status.in_(ANSWERED))))
         .order_by(Message.id.desc())

@@ -3,13 +3,12 @@
 import json
 import logging
 
-import redis as redis_lib
 from pyramid.response import Response
 
 from aisystant_server import events, present, streams
-from aisystant_server.errors import Conflict, LLMFailed, LLMNotConfigured, NotFound, PayloadTooLarge, ValidationFailed
+from aisystant_server.errors import Conflict, LLMFailed, LLMNotConfigured, NotFound, ValidationFailed
 from aisystant_server.i18n import Msg, translate
-from aisystant_server.jobs.queues import after_commit, enqueue_reply
+from aisystant_server.jobs.queues import after_commit, queue_reply
 from aisystant_server.jobs.runtime import request_cancel
 from aisystant_server.models import Message, MessageRole, MessageStatus
 from aisystant_server.outages import is_outage
@@ -29,20 +28,16 @@ def send(context, request):
     content = validate_json(SendMessageSchema(), request)["content"]
     wait = validate_query(SendMessageQuery(), request)["wait"] and "respond-async" not in request.headers.get(
         "Prefer", "")
-    settings, redis, conversation = request.registry.settings, request.redis, context.conversation
-    cap = settings["aisystant.max_message_chars"]
-    if len(content) > cap:
-        raise PayloadTooLarge(Msg("message_too_long", max=cap))
-    if not settings["anthropic.api_key"]:
-        question = messages.store_user_message(request.db, conversation, request.identity, content)
-        after_commit(request, events.emit, redis, "message_received", present.message(question), conversation.id)
+    settings, emitter = request.registry.settings, request.registry["events"]
+    question, reply = messages.send(request.db, context.conversation, request.identity, content, settings,
+                                    request.locale_name)
+    if reply is None:
+        after_commit(request, events.emit, emitter, "message_received", present.message(question),
+                     question.conversation_id)
         _commit(request)
         raise LLMNotConfigured(Msg("llm_not_configured"), details={"user_message_id": question.id})
-
-    question, reply = messages.create_exchange(request.db, conversation, request.identity, content,
-                                               request.locale_name)
     data = {"userMessage": present.message(question), "assistantMessage": present.message(reply)}
-    after_commit(request, _announce, redis, settings, data)
+    after_commit(request, queue_reply, emitter, request.redis, settings, data)
     _commit(request)
     if not wait:
         return ok(request, data, status=202)
@@ -55,16 +50,6 @@ def _commit(request):
     # fresh transaction that pyramid_tm ends as usual.
     request.tm.commit()
     request.tm.begin()
-
-
-def _announce(redis, settings, data):
-    conversation_id = data["userMessage"]["conversation_id"]
-    events.emit(redis, "message_received", data["userMessage"], conversation_id)
-    try:
-        enqueue_reply(redis, settings, data["assistantMessage"]["id"])
-    except redis_lib.RedisError as error:
-        # Stored but not queued: the reaper queues it once Redis is back.
-        log.warning("reply %s not queued (%s): the reaper will queue it", data["assistantMessage"]["id"], error)
 
 
 def _answer_when_done(request, reply, data):
@@ -208,11 +193,11 @@ def cancel(context, request):
         raise Conflict(Msg("reply_finished"), details={"status": row.status})
     request.db.refresh(row)
     body = present.message(row)
-    after_commit(request, _announce_cancel, request.redis, reply, body)
+    after_commit(request, _announce_cancel, request.registry["events"], request.redis, reply, body)
     return ok(request, body)
 
 
-def _announce_cancel(redis, reply, body):
+def _announce_cancel(emitter, redis, reply, body):
     request_cancel(redis, reply.id)
     streams.finish(redis, reply, "done", body)
-    events.emit(redis, "message_received", body, reply.conversation_id)
+    events.emit(emitter, "message_received", body, reply.conversation_id)

@@ -166,6 +166,8 @@ FAST_FAILURES = {
     # Small timeouts so that hangs and retries end within seconds in tests.
     "LLM_IDLE_TIMEOUT_SECONDS": "2", "LLM_MAX_RETRIES": "2", "LLM_RETRY_BASE_SECONDS": "0.05",
     "REPLY_LEASE_SECONDS": "3", "REAPER_INTERVAL_SECONDS": "1", "REPLY_WAIT_SECONDS": "30",
+    # Every test client connects from 127.0.0.1, some 120 of them at once.
+    "MAX_CONNECTIONS_PER_ADDRESS": "1000",
 }
 
 

@@ -75,6 +75,29 @@ def test_upstream_sees_the_system_prompt_and_history_with_the_new_turn_once(api,
     ]
 
 
+def test_history_leaves_out_questions_left_unanswered_and_marks_partial_answers(api, live_server):
+    conversation, tag = api.conversation(), marker()
+    script(live_server.simulator_url, tag, [{"ttft_ms": 5000}, {"reply_tokens": 300, "tokens_per_second": 20}])
+    base = f"/api/chat/conversations/{conversation}/messages"
+    unanswered = api.send(conversation, f"Never mind {tag}", wait=False).json()["data"]["assistantMessage"]
+    assert api.call("POST", f"{base}/{unanswered['id']}/cancel").json()["data"]["content"] == ""
+    stopped_question = f"Tell me everything {tag}"
+    stopped = api.send(conversation, stopped_question, wait=False).json()["data"]["assistantMessage"]
+    api.stream(conversation, stopped["id"], until=2)
+    partial = api.call("POST", f"{base}/{stopped['id']}/cancel").json()["data"]["content"]
+    assert partial
+
+    last = f"One more thing {marker()}"
+    api.send(conversation, last)
+
+    [request] = upstream_requests(live_server.simulator_url, last)
+    assert request["body"]["messages"] == [
+        {"role": "user", "content": stopped_question},
+        {"role": "assistant", "content": partial + "\n\n[The user stopped this answer here.]"},
+        {"role": "user", "content": last},
+    ]
+
+
 def test_a_short_title_is_generated_after_the_first_exchange(api):
     conversation = api.conversation()
     api.send(conversation, f"Kubernetes pods stuck in CrashLoopBackOff {marker()}")
@@ -249,40 +272,6 @@ def test_two_messages_sent_at_once_each_get_exactly_one_reply(api):
     for response in responses:
         data = response.json()["data"]
         assert data["userMessage"]["content"].split()[-1] in data["assistantMessage"]["content"]
-
-
-@pytest.mark.distributed
-def test_a_reply_publishes_its_events(api, live_server):
-    connection = redis.Redis.from_url(live_server.redis_url)
-    pubsub = connection.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe("aisystant:events")
-    received, titled = [], threading.Event()
-
-    def listen():
-        deadline = time.monotonic() + 30
-        while not titled.is_set() and time.monotonic() < deadline:
-            message = pubsub.get_message(timeout=0.2)
-            if message:
-                received.append(json.loads(message["data"]))
-                if received[-1]["event"] == "conversation_updated":
-                    titled.set()
-
-    listener = threading.Thread(target=listen)
-    listener.start()
-    conversation = api.conversation()
-    data = api.send(conversation, f"Events {marker()}").json()["data"]
-    listener.join()
-    pubsub.close()
-    mine = [event for event in received if event["room"] == f"conversation:{conversation}"]
-    names = [event["event"] for event in mine]
-    assert names[0] == "message_received" and mine[0]["data"]["id"] == data["userMessage"]["id"]
-    assert "typing" in names and "stop_typing" in names and "message_delta" in names
-    assert mine[names.index("typing")]["data"]["username"] == "AiSystant"
-    final = [e for e in mine if e["event"] == "message_received" and e["data"]["role"] == "assistant"]
-    assert final[0]["data"]["status"] == "complete"
-    deltas = [e["data"] for e in mine if e["event"] == "message_delta"]
-    assert "".join(d["delta"] for d in deltas) == final[0]["data"]["content"]
-    assert "conversation_updated" in names
 
 
 def slow_reply_streaming(api, live_server):
