@@ -10,6 +10,7 @@ import uuid
 
 import jwt
 import pytest
+import redis
 
 from tests.functional.conftest import TEST_JWT_SECRET
 from tests.functional.live import Api, marker, script
@@ -469,3 +470,21 @@ def test_a_client_that_reconnects_after_the_reply_ended_gets_its_final_message(n
     ack = client.call("join_conversation", {"conversationId": conversation, "since": {str(reply_id): last_seen}})
     assert ack["success"] is True and ack["data"]["replies"] == []
     assert final_message(client, reply_id) == stored
+
+
+@pytest.mark.distributed
+def test_a_reply_redone_after_redis_lost_its_stream_resets_the_clients_to_the_stored_text(
+        new_client, live_server, api):
+    _, watcher, client, reply_id = slow_reply(new_client, live_server, api)
+    client.wait_for("message_delta", lambda d: d["message_id"] == reply_id and d["index"] >= 3)
+    live_server.workers[-1].kill()
+    with redis.Redis.from_url(live_server.redis_url) as connection:
+        connection.delete(*connection.keys(f"aisystant:reply:{reply_id}:*"))
+    live_server.start_worker()
+    for reader in (client, watcher):
+        final = final_message(reader, reply_id)
+        resets = reader.received("message_reset", lambda r: r["message_id"] == reply_id)
+        assert len(resets) == 1 and set(resets[0]) == {"conversation_id", "message_id", "index", "text"}
+        assert reply_text(pairs(reader), reply_id)[0] == final["content"]
+        assert final["content"] == api.message(final["conversation_id"], reply_id)["content"]
+
