@@ -4,20 +4,36 @@ An outage is waited out or reported as 503 with `Retry-After`; a bug is a 500, a
 reply that hits one ends in `error` instead of being tried again.
 """
 
+import sqlite3
+
+import psycopg2
 import redis
 import sqlalchemy as sa
+
+# SQLSTATEs of a PostgreSQL that cannot serve us now: shutting down (admin or crash),
+# starting up, too many connections; class 08 (connection exceptions) as a whole.
+UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03", "53300"}
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6
 
 
 def database_unavailable(error):
     """True when the database cannot be reached right now (connection refused or lost,
-    pool exhausted, SQLite locked), as opposed to a bug in a query."""
-    if isinstance(error, sa.exc.TimeoutError):
+    the pool exhausted, SQLite busy or locked by another writer), as opposed to a bug or
+    a conflict (a missing table, bad SQL, a constraint, a statement timeout)."""
+    if isinstance(error, sa.exc.TimeoutError):  # no connection free in the pool in time
         return True
-    if not isinstance(error, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+    if not isinstance(error, sa.exc.DBAPIError):
         return False
-    if error.connection_invalidated or type(error.orig).__module__.startswith("psycopg2"):
+    if error.connection_invalidated:  # SQLAlchemy's dialect recognised a disconnect
         return True
-    return "locked" in str(error.orig)
+    original = error.orig
+    if isinstance(original, sqlite3.OperationalError):
+        return getattr(original, "sqlite_errorcode", 0) & 0xFF in (SQLITE_BUSY, SQLITE_LOCKED)
+    sqlstate = getattr(original, "pgcode", None)
+    if sqlstate is None:
+        # libpq's own failures carry no SQLSTATE: refused, unreachable, connection lost.
+        return isinstance(original, psycopg2.OperationalError)
+    return sqlstate.startswith("08") or sqlstate in UNAVAILABLE_SQLSTATES
 
 
 def is_outage(error):

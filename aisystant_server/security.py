@@ -15,6 +15,7 @@ every other request of the process would wait for it.
 """
 
 import logging
+import os
 import time
 import uuid
 
@@ -37,15 +38,22 @@ ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "sub", "jti"]
 
 
+_hashing_threads = None
+
+
 def off_the_loop(function, *args):
-    """`function(*args)`, in gevent's thread pool when this process runs on gevent (the
-    server and the worker patch the standard library), so the event loop keeps serving
-    other requests meanwhile; called directly otherwise (tests, waitress)."""
+    """`function(*args)`, in a thread pool when this process runs on gevent (the server
+    and the worker patch the standard library), so the event loop keeps serving other
+    requests meanwhile; called directly otherwise (tests, waitress). One thread per core:
+    more would not hash faster, and each argon2id hash holds 64 MiB while it runs."""
+    global _hashing_threads
     if not monkey.is_module_patched("threading"):
         return function(*args)
-    import gevent
+    if _hashing_threads is None:
+        from gevent.threadpool import ThreadPool
 
-    return gevent.get_hub().threadpool.apply(function, args)
+        _hashing_threads = ThreadPool(os.cpu_count() or 1)
+    return _hashing_threads.apply(function, args)
 
 
 def hash_password(password):
