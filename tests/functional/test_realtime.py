@@ -97,14 +97,18 @@ def strict_events_url(live_server):
     return live_server.start_events(RATE_LIMIT_MAX_REQUESTS="1")
 
 
-def connected(new_client, url, api, *conversations, **join):
-    """A client of `api`'s user, connected to `url` and in the rooms of `conversations`."""
-    client = new_client()
+def join(client, url, api, *conversations):
+    """`client`, connected to `url` as `api`'s user and in the rooms of `conversations`."""
     connection = client.connect(url, api.token)
     assert connection.connected, connection
     for conversation in conversations:
-        assert client.call("join_conversation", {"conversationId": conversation, **join})["success"] is True
+        assert client.call("join_conversation", {"conversationId": conversation})["success"] is True
     return client
+
+
+def connected(new_client, url, api, *conversations):
+    """A new client of `api`'s user, connected to `url` and in the rooms of `conversations`."""
+    return join(new_client(), url, api, *conversations)
 
 
 def assert_error(ack, code):
@@ -131,15 +135,15 @@ def final_message(client, message_id, timeout=REPLY_TIMEOUT):
                            timeout=timeout)
 
 
-def slow_reply(new_client, live_server, api, tokens=60):
-    """A reply of a few seconds (a delta per token) in a new conversation, followed by two
-    clients: (conversation, watcher, client, reply id)."""
+def slow_reply(clients, live_server, api, tokens=60):
+    """A reply of a few seconds (a delta per token) in a new conversation whose room
+    `clients` joined first: (conversation, reply id)."""
     conversation, tag = api.conversation(), marker()
     script(live_server.simulator_url, tag, [{"reply_tokens": tokens, "tokens_per_second": 25, "repeat": True}])
-    watcher = connected(new_client, live_server.url, api, conversation)
-    client = connected(new_client, live_server.url, api, conversation)
+    for client in clients:
+        join(client, live_server.url, api, conversation)
     data = api.send(conversation, f"Walk me through a node drain {tag}", wait=False).json()["data"]
-    return conversation, watcher, client, data["assistantMessage"]["id"]
+    return conversation, data["assistantMessage"]["id"]
 
 
 # Connecting
@@ -375,7 +379,7 @@ def test_a_payload_of_the_wrong_shape_gets_an_error_acknowledgement(new_client, 
     if event == "join_conversation":
         shapes += [shape(conversation) for shape in SINCE_SHAPES]
     for args in shapes:
-        ack = client.call(event, *args)
+        ack = client.call(event, *args, timeout=5)
         assert isinstance(ack, dict), (args, ack)
         assert_error(ack, "validation_failed")
     client.send(event, "not an id")  # no acknowledgement asked: nothing to answer, nothing to break
@@ -433,7 +437,8 @@ def test_the_events_process_applies_the_rate_limit(new_client, api, strict_event
 
 
 def test_a_client_that_joins_mid_reply_gets_all_its_text(new_client, live_server, api):
-    conversation, watcher, _, reply_id = slow_reply(new_client, live_server, api)
+    watcher = new_client()
+    conversation, reply_id = slow_reply([watcher], live_server, api)
     watcher.wait_for("message_delta", lambda d: d["message_id"] == reply_id and d["index"] >= 3)
     late = new_client()
     assert late.connect(live_server.url, api.token).connected
@@ -445,7 +450,8 @@ def test_a_client_that_joins_mid_reply_gets_all_its_text(new_client, live_server
 
 
 def test_a_client_that_reconnects_mid_reply_ends_with_exactly_the_stored_text(new_client, live_server, api):
-    conversation, watcher, client, reply_id = slow_reply(new_client, live_server, api)
+    watcher, client = new_client(), new_client()
+    conversation, reply_id = slow_reply([watcher, client], live_server, api)
     client.wait_for("message_delta", lambda d: d["message_id"] == reply_id and d["index"] >= 2)
     client.disconnect()
     before = pairs(client)
@@ -461,7 +467,8 @@ def test_a_client_that_reconnects_mid_reply_ends_with_exactly_the_stored_text(ne
 
 
 def test_a_client_that_reconnects_after_the_reply_ended_gets_its_final_message(new_client, live_server, api):
-    conversation, watcher, client, reply_id = slow_reply(new_client, live_server, api, tokens=30)
+    watcher, client = new_client(), new_client()
+    conversation, reply_id = slow_reply([watcher, client], live_server, api, tokens=30)
     client.wait_for("message_delta", lambda d: d["message_id"] == reply_id and d["index"] >= 1)
     client.disconnect()
     last_seen = max(d["index"] for d in client.received("message_delta"))
@@ -472,19 +479,27 @@ def test_a_client_that_reconnects_after_the_reply_ended_gets_its_final_message(n
     assert final_message(client, reply_id) == stored
 
 
+@pytest.fixture
+def one_of_each(node_driver):
+    """A Node client and a Python client, for a test too slow to run once per kind."""
+    clients = [node_driver.client(), PythonClient()]
+    yield clients
+    for client in clients:
+        client.close()
+
+
 @pytest.mark.distributed
 def test_a_reply_redone_after_redis_lost_its_stream_resets_the_clients_to_the_stored_text(
-        new_client, live_server, api):
-    _, watcher, client, reply_id = slow_reply(new_client, live_server, api)
-    client.wait_for("message_delta", lambda d: d["message_id"] == reply_id and d["index"] >= 3)
+        one_of_each, live_server, api):
+    conversation, reply_id = slow_reply(one_of_each, live_server, api)
+    one_of_each[0].wait_for("message_delta", lambda d: d["message_id"] == reply_id and d["index"] >= 3)
     live_server.workers[-1].kill()
     with redis.Redis.from_url(live_server.redis_url) as connection:
         connection.delete(*connection.keys(f"aisystant:reply:{reply_id}:*"))
     live_server.start_worker()
-    for reader in (client, watcher):
-        final = final_message(reader, reply_id)
-        resets = reader.received("message_reset", lambda r: r["message_id"] == reply_id)
-        assert len(resets) == 1 and set(resets[0]) == {"conversation_id", "message_id", "index", "text"}
-        assert reply_text(pairs(reader), reply_id)[0] == final["content"]
-        assert final["content"] == api.message(final["conversation_id"], reply_id)["content"]
-
+    for client in one_of_each:
+        final = final_message(client, reply_id)
+        resets = client.received("message_reset", lambda r: r["message_id"] == reply_id)
+        assert len(resets) == 1 and set(resets[0]) == {"conversation_id", "message_id", "index", "text"}, client.kind
+        assert reply_text(pairs(client), reply_id)[0] == final["content"], client.kind
+        assert final["content"] == api.message(conversation, reply_id)["content"]
