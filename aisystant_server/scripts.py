@@ -86,26 +86,72 @@ def migrate(obj):
     click.echo(f"database is up to date ({_safe_url(url)})", err=True)
 
 
+def listen_options(command):
+    """--host and --port, which override HOST and PORT (and the ini)."""
+    command = click.option("--port", type=click.IntRange(0, 65535), metavar="PORT",
+                           help="Port to listen on [default: $PORT, else 3001].")(command)
+    return click.option("--host", metavar="ADDRESS",
+                        help="Address to listen on [default: $HOST, else the ini's].")(command)
+
+
+def _override(**variables):
+    # Through the environment: the app, gunicorn's processes and the workers all read it.
+    for name, value in variables.items():
+        if value is not None:
+            os.environ[name] = str(value)
+
+
 @cli.command()
+@listen_options
+@click.option("--workers", type=click.IntRange(min=0), metavar="N",
+              help="Processes [default: $WEB_CONCURRENCY; 0: one per core in production, else 1].")
 @click.pass_obj
-def serve(obj):
+def serve(obj, host, port, workers):
     """Serve the API and its real-time events (Socket.IO) on HOST:PORT (3001).
 
-    Embedded mode when REDIS_URL is not set: the reply worker runs in this process too.
+    Embedded mode when REDIS_URL is not set: the reply worker runs in this process
+    too. With --workers N (distributed mode only), gunicorn runs N processes on the
+    same port; Socket.IO clients then need the websocket transport (see docs/deploy).
+    SIGTERM or Ctrl-C stops it.
     """
+    _override(HOST=host, PORT=port, WEB_CONCURRENCY=workers)
+    path = _existing_config(obj["ini"])
+    settings = _settings(path)
+    processes = _processes(settings["server.workers"], settings)
+    if processes > 1:
+        if not settings["redis.url"]:
+            _fail("--workers needs REDIS_URL: the embedded mode keeps its queues and events in one process.")
+        _exec_gunicorn(path, settings, processes)
     from aisystant_server import realtime
 
-    app, settings = _load(obj["ini"])
-    web_app = realtime.wrap(app)
+    app, settings = _load(path)
     embedded = not settings["redis.url"]
     mode = "embedded (in-process Redis and worker)" if embedded else "distributed (Redis; run workers)"
+    web_app = realtime.wrap(app)
     _serve(web_app, settings, f"AiSystant API v{_version()}", mode,
            embedded_worker=_start_embedded_worker(app) if embedded else None)
 
 
+def _exec_gunicorn(path, settings, processes):
+    """Become gunicorn: N gevent processes on one socket, each with the whole app."""
+    os.environ["AISYSTANT_INI"] = os.path.abspath(path)
+    click.echo(f"AiSystant API v{_version()} on http://{settings['aisystant.host']}:{settings['aisystant.port']}"
+               f" - {processes} processes (gunicorn), distributed (Redis; run workers)", err=True)
+    os.execv(sys.executable, [
+        sys.executable, "-m", "gunicorn", "--workers", str(processes),
+        "--bind", f"{settings['aisystant.host']}:{settings['aisystant.port']}",
+        "--worker-class", "aisystant_server.gunicorn_worker.GunicornWorker", "--worker-connections", "10000",
+        # As `serve`: a stop lets requests (streams included) end for up to 10 s.
+        "--graceful-timeout", "10", "--keep-alive", str(int(settings["http.keepalive_timeout"])),
+        "--log-level", "warning",
+        "aisystant_server.wsgi:make_app()",
+    ])
+
+
 @cli.command()
+@listen_options
 @click.pass_obj
-def events(obj):
+def events(obj, host, port):
     """Serve only the real-time events (Socket.IO) on HOST:PORT, in the distributed mode.
 
     For deployments that scale the Socket.IO endpoint apart from the API (see
@@ -114,6 +160,7 @@ def events(obj):
     """
     from aisystant_server import realtime
 
+    _override(HOST=host, PORT=port)
     app, settings = _load(obj["ini"])
     if not settings["redis.url"]:
         _fail("REDIS_URL is not set: the events role receives events through Redis. "
@@ -194,7 +241,10 @@ def worker(obj, workers, concurrency, burst):
     from aisystant_server.jobs.queues import QUEUES
     from aisystant_server.redis_connection import make_redis
 
+    # The worker processes read their settings themselves: the same file, the same overrides.
+    _override(WORKER_PROCESSES=workers, WORKER_CONCURRENCY=concurrency)
     path = _existing_config(obj["ini"])
+    os.environ["AISYSTANT_INI"] = os.path.abspath(path)
     settings = _settings(path)
     if not settings["redis.url"]:
         _fail("REDIS_URL is not set: workers take their jobs from Redis. "
@@ -202,11 +252,7 @@ def worker(obj, workers, concurrency, burst):
     setup_logging(path)
     if not settings["anthropic.api_key"]:
         click.echo("aisystant-server: warning: ANTHROPIC_API_KEY is not set; replies will fail", err=True)
-    # The worker processes read their settings themselves: the same file, the same overrides.
-    os.environ["AISYSTANT_INI"] = os.path.abspath(path)
-    if concurrency:
-        os.environ["WORKER_CONCURRENCY"] = str(concurrency)
-    processes = _processes(workers, settings["worker.processes"], settings)
+    processes = _processes(settings["worker.processes"], settings)
     connection = make_redis(settings)
     if processes == 1:
         ReplyWorker(QUEUES, connection=connection).work(burst=burst, logging_level="INFO")
@@ -215,10 +261,9 @@ def worker(obj, workers, concurrency, burst):
             burst=burst, logging_level="INFO")
 
 
-def _processes(option, setting, settings):
-    """How many processes: the option, else the setting; 0 means one per core in
-    production and one in development."""
-    wanted = setting if option is None else option
+def _processes(wanted, settings):
+    """How many processes: `wanted`, where 0 means one per core in production and one in
+    development."""
     if wanted:
         return wanted
     return (os.cpu_count() or 1) if settings["aisystant.env"] == "production" else 1

@@ -85,6 +85,7 @@ ENVIRONMENT = {
     "LLM_RETRY_BASE_SECONDS": ("llm.retry_base_seconds", float, 1.0),
     "WORKER_CONCURRENCY": ("worker.max_jobs", int, 500),
     "WORKER_PROCESSES": ("worker.processes", int, 0),
+    "WEB_CONCURRENCY": ("server.workers", int, 0),
     "REPLY_LEASE_SECONDS": ("worker.lease_seconds", int, 15),
     "REAPER_INTERVAL_SECONDS": ("worker.reaper_interval", float, 10.0),
 }

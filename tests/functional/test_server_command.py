@@ -1,7 +1,9 @@
 import subprocess
+import time
 
 import pytest
 import requests
+import socketio
 
 from tests.processes import Process, free_port, server_command
 
@@ -62,3 +64,54 @@ def _base_env():
     from tests.processes import ROOT
 
     return {**os.environ, "AISYSTANT_INI": os.path.join(ROOT, "development.ini")}
+
+
+def test_port_and_host_options_override_the_environment(tmp_path):
+    port = free_port()
+    env = {"DATA_DIR": str(tmp_path), "PORT": "1", "HOST": "203.0.113.1"}
+    subprocess.run(server_command("migrate"), env={**_base_env(), **env}, check=True, capture_output=True)
+    server = Process(server_command("serve", "--host", "127.0.0.1", "--port", str(port)), env,
+                     tmp_path / "server.log")
+    try:
+        server.wait_for_http(f"http://127.0.0.1:{port}/api/health")
+    finally:
+        assert server.stop() == 0
+
+
+def test_several_processes_need_the_distributed_mode(tmp_path):
+    result = subprocess.run(server_command("serve", "--workers", "2"),
+                            env={**_base_env(), "DATA_DIR": str(tmp_path)}, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "--workers needs REDIS_URL" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.distributed
+def test_serve_and_worker_run_several_processes_each(live_server, tmp_path):
+    port = free_port()
+    env = {**live_server.env, "PORT": str(port)}
+    api = Process(server_command("serve", "--workers", "2"), env, tmp_path / "api.log")
+    workers = Process(server_command("worker", "--workers", "2"), env, tmp_path / "workers.log")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        api.wait_for_http(base + "/api/health")
+        assert len(children(api)) == 2
+        wait_until(lambda: len(children(workers)) == 2 and requests.get(base + "/api/health").json()["data"]["workers"] >= 3)
+        token = requests.post(base + "/api/auth/register", json={
+            "username": "multi_process", "email": "multi@example.com", "password": "long enough"}).json()["data"]["token"]
+        client = socketio.SimpleClient()
+        client.connect(base, auth={"token": token}, transports=["websocket"])
+        client.disconnect()
+    finally:
+        assert api.stop() == 0
+        assert workers.stop() == 0
+
+
+def children(process):
+    return subprocess.run(["pgrep", "-P", str(process.popen.pid)], capture_output=True, text=True).stdout.split()
+
+
+def wait_until(condition, timeout=60):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.2)
