@@ -45,9 +45,10 @@ PACE = {"ttft_ms": 300.0, "tokens_per_second": 50.0, "reply_tokens": 100}
 MODEL = "claude-sonnet-4-20250514"
 QUESTION = ("Our nginx ingress returns 502 for about 5% of requests since this morning's deploy; "
             "the pods look healthy. Where do I start?")
-# The capacity round's replies are long, so that they all are in flight at once: the
-# simulator is told to answer this marker with `--capacity-tokens` tokens.
-LONG_MARKER = "[bench: long reply]"
+# The capacity round's replies wait `--capacity-ttft-ms` for their first token (then stream
+# at the usual pace), so that they all are in flight at once whatever the CPU: the simulator
+# is told so for questions carrying this marker.
+LONG_MARKER = "[bench: slow first token]"
 START_DELAY_SECONDS = 0.3
 SAMPLE_SECONDS = 0.02
 # Issue 10's targets.
@@ -315,8 +316,9 @@ def print_capacity(capacity):
     if not capacity:
         return
     print()
-    print(f"Worker capacity: {capacity['count']} replies of {capacity['tokens']} tokens started at once through "
-          f"the API ({capacity['seconds']:.0f} s): at most {capacity['in_flight']} in flight on "
+    print(f"Worker capacity: {capacity['count']} replies (first token after {capacity['ttft_ms'] / 1000:g} s) "
+          f"started at once through the API ({capacity['seconds']:.0f} s): at most {capacity['in_flight']} in flight "
+          f"on "
           f"{capacity['workers']} worker process(es); largest worker RSS {capacity['rss_mb']:.0f} MB (VmHWM "
           f"{capacity['hwm_mb']:.0f} MB); {capacity['errors']} stream(s) failed")
 
@@ -416,7 +418,7 @@ def print_first_error(results):
 
 def measure_capacity(stack, simulator, clients, args, token, sampler):
     """`--capacity` long replies at once through the API: how many the workers hold, and their memory."""
-    simulator.script(LONG_MARKER, reply_tokens=args.capacity_tokens)
+    simulator.script(LONG_MARKER, ttft_ms=args.capacity_ttft_ms)
     stack.worker_idle()
     hwm_before = workers_hwm_kb(stack)
     sampler.reset()
@@ -427,7 +429,7 @@ def measure_capacity(stack, simulator, clients, args, token, sampler):
     peak_rss, peak_in_flight = sampler.peaks()
     hwm = workers_hwm_kb(stack)
     print_first_error(results)
-    return {"count": args.capacity, "tokens": args.capacity_tokens, "workers": len(stack.worker_pids()),
+    return {"count": args.capacity, "ttft_ms": args.capacity_ttft_ms, "workers": len(stack.worker_pids()),
             "in_flight": peak_in_flight, "rss_mb": peak_rss / 1024, "hwm_mb": hwm / 1024, "hwm_grew": hwm > hwm_before,
             "errors": sum(r["error"] is not None for r in results), "seconds": time.monotonic() - started}
 
@@ -455,9 +457,9 @@ def add_arguments(parser):
     parser.add_argument("--capacity", type=int, default=None,
                         help=f"long replies started at once for the worker's capacity and memory (default "
                              f"{TARGET_IN_FLIGHT} per worker process; 0: skip)")
-    parser.add_argument("--capacity-tokens", type=int, default=1000,
-                        help="tokens per reply in the capacity round (default 1000, 20 s at 50 tokens/s: longer than "
-                             "the API takes to accept them all)")
+    parser.add_argument("--capacity-ttft-ms", type=float, default=30_000,
+                        help="the capacity round's time to first token (default 30000: longer than the API takes to "
+                             "accept them all)")
 
 
 def check_arguments(parser, args):
@@ -479,9 +481,9 @@ def check_arguments(parser, args):
     if args.capacity is None:
         args.capacity = 0 if args.quick else TARGET_IN_FLIGHT * args.workers
     if min(args.per_process, args.rounds_at_1, args.direct_rounds_at_1, args.api_processes, args.workers,
-           args.capacity_tokens, args.rounds if args.rounds is not None else 1) < 1 or args.capacity < 0:
-        parser.error("--per-process, --rounds, --rounds-at-1, --direct-rounds-at-1, --capacity-tokens, "
-                     "--api-processes and --workers must be >= 1, --capacity >= 0")
+           args.rounds if args.rounds is not None else 1) < 1 or args.capacity < 0 or args.capacity_ttft_ms < 0:
+        parser.error("--per-process, --rounds, --rounds-at-1, --direct-rounds-at-1, "
+                     "--api-processes and --workers must be >= 1, --capacity and --capacity-ttft-ms >= 0")
 
 
 def parse_args(argv):

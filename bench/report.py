@@ -20,7 +20,8 @@ CPU_GROUPS = (("api", "API"), ("workers", "workers"), ("db", "PG"), ("simulator"
 def print_setup(args):
     others = [f"the original ({args.original})"] if args.original else []
     others += [f"the baseline ({args.baseline})"] if args.baseline else []
-    print(f"systems: ours (this checkout){''.join(', ' + other for other in others)}; scenarios "
+    ours = [] if args.no_ours else ["ours (this checkout)"]
+    print(f"systems: {', '.join(ours + others)}; scenarios "
           f"{', '.join(args.scenarios)}; {args.clients} closed-loop clients on {args.client_processes} process(es), "
           f"{args.duration:g} s measured per cell after {args.warmup:g} s"
           f"{f', {args.repeat} times (the systems alternating, pooled)' if args.repeat > 1 else ''}; "
@@ -163,14 +164,15 @@ def print_streaming(results, args):
 def issue_table(results, names):
     """The issue's table with this run's figures (Markdown, to paste in the README)."""
     lines = []
+    mine = "ours" if "ours" in names else "baseline"
+    pairs = [(mine, reference) for reference in ("original", "baseline") if reference in names and reference != mine]
 
     def add(label, cells_by_name, render, compare):
         values = [render(cells_by_name[name]) if name in cells_by_name else "-" for name in names]
         ratios = []
-        for name, reference in (("ours", "original"), ("ours", "baseline")):
-            if reference in names:
-                both = name in cells_by_name and reference in cells_by_name
-                ratios.append(compare(cells_by_name[name], cells_by_name[reference]) if both else "-")
+        for name, reference in pairs:
+            both = name in cells_by_name and reference in cells_by_name
+            ratios.append(compare(cells_by_name[name], cells_by_name[reference]) if both else "-")
         lines.append(f"| {label} | " + " | ".join(values + ratios) + " |")
 
     def rate_p50(cell):
@@ -212,7 +214,7 @@ def issue_table(results, names):
             lambda mine, theirs: times(ratio(server_cpu(mine), server_cpu(theirs))))
     if not lines:
         return []
-    heads = list(names) + [f"ours / {reference}" for reference in ("original", "baseline") if reference in names]
+    heads = list(names) + [f"{name} / {reference}" for name, reference in pairs]
     return ["| scenario | " + " | ".join(heads) + " |", "|" + "---|" * (len(heads) + 1)] + lines
 
 

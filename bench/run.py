@@ -72,7 +72,8 @@ class Run(Processes):
         if args.baseline:
             self.systems.append(baseline_stack(args.baseline, self.log_dir, self.simulator.url,
                                                redis_db=BASELINE_REDIS_DB, **options))
-        self.systems.append(Stack(self.log_dir, self.simulator.url, **options))
+        if not args.no_ours:
+            self.systems.append(Stack(self.log_dir, self.simulator.url, **options))
         for system in self.systems:
             began = time.monotonic()
             system.start()
@@ -109,13 +110,17 @@ class Run(Processes):
             system.worker_idle()
         return raw
 
-    def each_system(self, requests, count, label):
-        """The cell against every system in turn, `--repeat` times; the pooled figures."""
-        raws = {system.name: [] for system in self.systems}
+    def grid(self, cells):
+        """Each cell `(key, requests, clients, label)` against every system in turn, the whole
+        list `--repeat` times (so that a drift of the machine's load touches every cell
+        alike); {key: {system: pooled figures}}."""
+        raws = {key: {system.name: [] for system in self.systems} for key, *_ in cells}
         for _ in range(self.args.repeat):
-            for system in self.systems:
-                raws[system.name].append(self.cell(system, requests, count, label))
-        return {name: scenarios.figures(runs) for name, runs in raws.items()}
+            for key, requests, count, label in cells:
+                for system in self.systems:
+                    raws[key][system.name].append(self.cell(system, requests, count, label))
+        return {key: {name: scenarios.figures(runs) for name, runs in by_system.items()}
+                for key, by_system in raws.items()}
 
     def model(self, count):
         """The model's own time at `count` clients, measured once a run."""
@@ -127,30 +132,27 @@ class Run(Processes):
 
     def reads(self):
         clients = self.args.clients
-        return {
-            "list": self.each_system(scenarios.list_conversations, clients, "GET /api/chat/conversations"),
-            "open": self.each_system(scenarios.open_conversation, clients, "GET /api/chat/conversations/:id"),
-        }
+        return self.grid([("list", scenarios.list_conversations, clients, "GET /api/chat/conversations"),
+                          ("open", scenarios.open_conversation, clients, "GET /api/chat/conversations/:id")])
 
     def login(self):
-        return self.each_system(scenarios.login, self.args.clients, "POST /api/auth/login")
+        return self.grid([("login", scenarios.login, self.args.clients, "POST /api/auth/login")])["login"]
 
     def send(self):
-        levels = {}
-        for count in sorted({1, self.args.clients}):
-            levels[count] = {"model": self.model(count),
-                             **self.each_system(scenarios.send, count, f"send (sync), {count} client(s)")}
-        return levels
+        counts = sorted({1, self.args.clients})
+        models = {count: self.model(count) for count in counts}
+        measured = self.grid([(count, scenarios.send, count, f"send (sync), {count} client(s)") for count in counts])
+        return {count: {"model": models[count], **measured[count]} for count in counts}
 
     def history(self):
-        measured = {"model": self.model(1), "open": {}, "send": {}}
-        for size in scenarios.HISTORY_SIZES:
-            measured["open"][size] = self.each_system(scenarios.open_history(size), self.args.clients,
-                                                      f"open a conversation of {size:,} messages")
-        for size in scenarios.HISTORY_SIZES:
-            measured["send"][size] = self.each_system(scenarios.send_history(size), 1,
-                                                      f"send into {size:,} messages, 1 client")
-        return measured
+        sizes = scenarios.HISTORY_SIZES
+        return {
+            "model": self.model(1),
+            "open": self.grid([(size, scenarios.open_history(size), self.args.clients,
+                                f"open a conversation of {size:,} messages") for size in sizes]),
+            "send": self.grid([(size, scenarios.send_history(size), 1, f"send into {size:,} messages, 1 client")
+                               for size in sizes]),
+        }
 
     def streaming(self):
         # Filled as it goes: a level that fails leaves the ones before it in the report.
@@ -180,6 +182,8 @@ def parse_args(argv):
     parser.add_argument("--baseline", default=os.environ.get(BASELINE_ENV),
                         help=f"another checkout of ours with its own .venv, e.g. a git worktree of the commit "
                              f"before the optimisations (default ${BASELINE_ENV})")
+    parser.add_argument("--no-ours", action="store_true",
+                        help="leave this checkout out: measure only --original and/or --baseline")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run (under 2 minutes): 2 s per cell, streaming levels 1,50, no capacity round")
     parser.add_argument("--only", help=f"scenarios to run, comma-separated, in this order: {','.join(SCENARIOS)}")
@@ -204,6 +208,8 @@ def parse_args(argv):
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose among {', '.join(SCENARIOS)}")
     args.scenarios = [name for name in SCENARIOS if name in chosen and name not in skipped]
+    if args.no_ours and not (args.original or args.baseline):
+        parser.error("--no-ours leaves nothing to measure without --original or --baseline")
     if args.duration is None:
         args.duration = 2.0 if args.quick else 10.0
     if args.warmup is None:
