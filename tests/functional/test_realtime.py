@@ -135,8 +135,8 @@ def final_message(client, message_id, timeout=REPLY_TIMEOUT):
                            timeout=timeout)
 
 
-def slow_reply(clients, live_server, api, tokens=60):
-    """A reply of a few seconds (a delta per token) in a new conversation whose room
+def slow_reply(clients, live_server, api, tokens=100):
+    """A reply of about 4 s (a delta per token or two) in a new conversation whose room
     `clients` joined first: (conversation, reply id)."""
     conversation, tag = api.conversation(), marker()
     script(live_server.simulator_url, tag, [{"reply_tokens": tokens, "tokens_per_second": 25, "repeat": True}])
