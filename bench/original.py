@@ -10,14 +10,15 @@ environment it reads (`PORT`, `HOST`, `DB_*`, `REDIS_URL`, `JWT_SECRET`,
 kept) and its routes, which are our contract.
 
 It runs as one `node dist/server.js` process (it is a single process by design), on a
-database of its own and Redis database 13, against the same simulator as ours.
+database of its own and a Redis database of its own (13 when it is free), against the
+same simulator as ours.
 """
 
 import os
 import shutil
 import subprocess
 
-from services import JWT_SECRET, REDIS_BASE_URL, Child, admin, database_url, free_port, release_stores
+from services import JWT_SECRET, Child, RedisDatabase, admin, database_url, free_port, release_stores
 
 REDIS_DB = 13
 ENV_VARIABLE = "AISYSTANT_BENCH_ORIGINAL"
@@ -52,9 +53,9 @@ class Original:
     name = "original"
     streaming = False  # it has no streaming endpoint: the send waits for the whole answer
 
-    def __init__(self, path, log_dir, simulator_url, redis_db=REDIS_DB):
+    def __init__(self, path, log_dir, simulator_url):
         self.path, self.log_dir, self.simulator_url = check_checkout(path), log_dir, simulator_url
-        self.redis_url = f"{REDIS_BASE_URL}/{redis_db}"
+        self.redis_database = RedisDatabase(prefer=REDIS_DB)
         self.database = f"aisystant_original_bench_{os.getpid()}"
         self.database_created = False
         self.redis = None
@@ -69,6 +70,10 @@ class Original:
     def database_url(self):
         return database_url(self.database)
 
+    @property
+    def redis_url(self):
+        return self.redis_database.url
+
     def env(self, port=None):
         return {
             "NODE_ENV": "production", "HOST": "127.0.0.1", "PORT": str(port or 0),
@@ -79,15 +84,12 @@ class Original:
         }
 
     def start(self):
-        import redis
-
+        self.redis = self.redis_database.open()
         admin(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)", f"CREATE DATABASE {self.database}")
         self.database_created = True
         with open(os.path.join(self.log_dir, "original-migrate.log"), "wb") as log:
             subprocess.run(["node", "dist/config/migrate.js"], env={**os.environ, **self.env()}, cwd=self.path,
                            stdout=log, stderr=subprocess.STDOUT, check=True, timeout=120)
-        self.redis = redis.Redis.from_url(self.redis_url)
-        self.redis.flushdb()
         port = free_port()
         # `node` itself, not `npm start`: the process measured is the server, with no wrapper.
         self.process = Child("original-server", ["node", "dist/server.js"], self.log_dir, self.env(port),

@@ -222,6 +222,8 @@ def verdict(ok, cells=()):
     failed = sum(cell["not_ok"] for cell in cells)
     if failed:
         return f"INCONCLUSIVE ({failed} requests not 2xx)"
+    if any(not cell["ok"] for cell in cells):
+        return "INCONCLUSIVE (no answer within the measured window)"
     return "met" if ok else "MISSED"
 
 

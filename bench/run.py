@@ -22,8 +22,9 @@ One table per scenario (see bench/README.md):
 
 Everything runs against one model simulator and the local PostgreSQL and Redis; each
 system has a database and a Redis database of its own (ours 14, the baseline 15, the
-original 13), dropped and flushed at the end. It prints figures, it is not a test: the
-exit status is 0 whatever the figures, 1 if the run or its clean-up failed.
+original 13 when they are free; claimed in the test suite's registry), dropped and
+flushed at the end. It prints figures, it is not a test: the exit status is 0 whatever
+the figures, 1 if the run or its clean-up failed.
 """
 
 import argparse
@@ -71,7 +72,7 @@ class Run(Processes):
         options = {"api_processes": args.api_processes, "workers": args.workers, "ini": args.ini}
         if args.baseline:
             self.systems.append(baseline_stack(args.baseline, self.log_dir, self.simulator.url,
-                                               redis_db=BASELINE_REDIS_DB, **options))
+                                               redis_prefer=BASELINE_REDIS_DB, **options))
         if not args.no_ours:
             self.systems.append(Stack(self.log_dir, self.simulator.url, **options))
         for system in self.systems:

@@ -27,8 +27,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 POSTGRES_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 REDIS_BASE_URL = "redis://127.0.0.1:6379"
-# The test suite claims Redis databases among 1-12: the benchmarks keep to 13-15.
+# Redis databases are claimed in the test suite's registry (tests/conftest.py; database 0),
+# preferring 13-15, which test sessions do not use.
 REDIS_DB = 14
+REDIS_CLAIM_KEY = "aisystant-tests:claimed-db:{}"
+REDIS_CANDIDATES = range(15, 0, -1)
 JWT_SECRET = "bench-jwt-secret-" + "b" * 40
 PASSWORD = "bench password 42"
 # RQ's StartedJobRegistry of the replies queue: the jobs a worker is running.
@@ -209,15 +212,68 @@ def backend_pids(database):
     return [row[0] for row in rows]
 
 
+class RedisDatabase:
+    """A Redis database of a system's own. Given a number, that one (its caller answers for
+    it); otherwise `prefer` if it is free and empty, else another among 15 to 1, claimed in
+    the test suite's registry so that test sessions and other benchmark runs at the same
+    time neither flush it nor serve its queues. Flushed when opened and when released."""
+
+    def __init__(self, number=None, prefer=REDIS_DB):
+        self.number, self.prefer, self.claimed = number, prefer, False
+        self.client = None
+
+    @property
+    def url(self):
+        return f"{REDIS_BASE_URL}/{self.number}"
+
+    def open(self):
+        import redis
+
+        if self.number is None:
+            self.number = self._claim()
+        self.client = redis.Redis.from_url(self.url)
+        self.client.flushdb()
+        return self.client
+
+    def _claim(self):
+        import redis
+
+        candidates = [self.prefer, *(number for number in REDIS_CANDIDATES if number != self.prefer)]
+        with redis.Redis.from_url(f"{REDIS_BASE_URL}/0") as registry:
+            for number in candidates:
+                key = REDIS_CLAIM_KEY.format(number)
+                if registry.set(key, f"bench-{os.getpid()}", nx=True, ex=3 * 3600):
+                    with redis.Redis.from_url(f"{REDIS_BASE_URL}/{number}") as connection:
+                        if connection.dbsize() == 0:
+                            self.claimed = True
+                            return number
+                    registry.delete(key)
+        raise RuntimeError(f"no free and empty Redis database among {candidates} on {REDIS_BASE_URL}")
+
+    def release(self):
+        """Flush it and give it back; returns what went wrong."""
+        import redis
+
+        errors = []
+        if self.client is not None:
+            try:
+                self.client.flushdb()
+                self.client.close()
+            except Exception as error:
+                errors.append(f"flushing {self.url}: {error}")
+        if self.claimed:
+            try:
+                with redis.Redis.from_url(f"{REDIS_BASE_URL}/0") as registry:
+                    registry.delete(REDIS_CLAIM_KEY.format(self.number))
+            except Exception as error:
+                errors.append(f"releasing {self.url}: {error}")
+        return errors
+
+
 def release_stores(system):
-    """Empty a system's Redis database and drop its PostgreSQL database; returns what went wrong."""
-    errors = []
-    if system.redis is not None:
-        try:
-            system.redis.flushdb()
-            system.redis.close()
-        except Exception as error:
-            errors.append(f"flushing {system.redis_url}: {error}")
+    """Empty and give back a system's Redis database, drop its PostgreSQL database; returns
+    what went wrong."""
+    errors = system.redis_database.release()
     if system.database_created:
         try:
             admin(f"DROP DATABASE IF EXISTS {system.database} WITH (FORCE)")
@@ -253,11 +309,11 @@ class Stack:
     processes; N = 1 runs in the command's process), else N `worker` commands."""
 
     def __init__(self, log_dir, simulator_url, api_processes=1, workers=1, name="ours", root=ROOT, bin_dir=BIN,
-                 redis_db=REDIS_DB, ini="production.ini"):
+                 redis_db=None, redis_prefer=REDIS_DB, ini="production.ini"):
         self.log_dir, self.simulator_url, self.name = log_dir, simulator_url, name
         self.api_processes, self.worker_count = api_processes, workers
         self.root, self.bin_dir, self.ini = root, bin_dir, os.path.join(root, ini)
-        self.redis_url = f"{REDIS_BASE_URL}/{redis_db}"
+        self.redis_database = RedisDatabase(redis_db, redis_prefer)
         self.database = f"aisystant_bench_{name}_{os.getpid()}"
         self.database_created = False
         self.redis = None
@@ -278,6 +334,10 @@ class Stack:
     def database_url(self):
         return database_url(self.database)
 
+    @property
+    def redis_url(self):
+        return self.redis_database.url
+
     def env(self):
         return {
             "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url, "JWT_SECRET": JWT_SECRET,
@@ -291,16 +351,13 @@ class Stack:
         return [os.path.join(self.bin_dir, "aisystant-server"), *args]
 
     def create_stores(self):
-        import redis
-
+        self.redis = self.redis_database.open()
         admin(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)", f"CREATE DATABASE {self.database}")
         self.database_created = True
         # The checkout's own migrations, through its own command.
         with open(os.path.join(self.log_dir, f"{self.name}-migrate.log"), "wb") as log:
             subprocess.run(self.command("migrate"), env={**os.environ, **self.env()}, cwd=self.root, stdout=log,
                            stderr=subprocess.STDOUT, check=True, timeout=300)
-        self.redis = redis.Redis.from_url(self.redis_url)
-        self.redis.flushdb()
 
     def start(self):
         self.create_stores()
