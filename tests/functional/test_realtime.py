@@ -12,6 +12,7 @@ import jwt
 import pytest
 import redis
 
+from aisystant_server import events
 from tests.functional.conftest import TEST_JWT_SECRET
 from tests.functional.live import Api, marker, script
 from tests.realtime_clients import CLIENT_KINDS, NodeDriver, PythonClient, install_node_client, reply_text
@@ -427,6 +428,20 @@ def test_without_a_model_new_message_keeps_the_question_and_says_llm_not_configu
     assert kept["role"] == "user" and kept["content"] == question
     assert client.wait_for("message_received", lambda m: m["id"] == kept["id"]) == kept
     assert ack.get("details", {}).get("user_message_id", kept["id"]) == kept["id"]
+
+
+@pytest.mark.distributed
+def test_events_of_a_deployment_on_another_redis_database_never_reach_our_clients(
+        new_client, live_server, api, redis_databases):
+    conversation = api.conversation()
+    client = connected(new_client, live_server.url, api, conversation)
+    other_deployment = next(url for url in redis_databases if url != live_server.redis_url)
+    # Published in this order on one Redis server: ours arrives after the other's would have.
+    for redis_url, text in ((other_deployment, "another deployment's text"), (live_server.redis_url, "ours")):
+        events.emit(events.manager({"redis.url": redis_url}, write_only=True), "message_delta",
+                    {"conversation_id": conversation, "message_id": 1, "index": 0, "delta": text}, conversation)
+    client.wait_for("message_delta", lambda delta: delta["delta"] == "ours")
+    assert [delta["delta"] for delta in client.received("message_delta")] == ["ours"]
 
 
 @pytest.mark.distributed
