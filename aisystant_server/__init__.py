@@ -15,6 +15,7 @@ def main(global_config, **settings):
 
     with Configurator(settings=settings) as config:
         config.include(".settings")  # environment overrides, production refuses weak secrets
+        config.include(".access")  # request ids, the access log and the request metrics
         config.include(".i18n")  # French by default, English on Accept-Language
         config.include(".db")  # engine, request.db joined to pyramid_tm, pyramid_retry
         config.include(".redis_connection")  # request.redis: Redis, or in-process when embedded

@@ -19,6 +19,7 @@ from pyramid.exceptions import PredicateMismatch
 from pyramid.httpexceptions import HTTPException
 from pyramid.response import Response
 
+from aisystant_server import logs, metrics
 from aisystant_server.i18n import Msg, translate
 from aisystant_server.outages import is_outage
 
@@ -115,18 +116,22 @@ class ServiceUnavailable(AppError):
 
 
 def envelope_response(request, status, code, message, details=None, headers=None):
-    return _envelope(status, code, message, details, headers, lambda text: translate(request, text))
+    return _envelope(status, code, message, details, headers, lambda text: translate(request, text),
+                     logs.request_id(request.environ))
 
 
-def error_envelope(error, language):
+def error_envelope(error, language, request_id=None):
     """An `AppError` as the envelope, for the HTTP layer, which answers before there is
-    a Pyramid request (so the language comes from the caller)."""
+    a Pyramid request (so the language and the request id come from the caller; a new
+    id without one)."""
     return _envelope(error.status, error.code, error.message, error.details, error.headers,
-                     lambda text: text.render(language) if isinstance(text, Msg) else str(text))
+                     lambda text: text.render(language) if isinstance(text, Msg) else str(text),
+                     request_id or logs.new_request_id())
 
 
-def _envelope(status, code, message, details, headers, translated):
-    body = {"success": False, "message": translated(message), "code": code}
+def _envelope(status, code, message, details, headers, translated, request_id):
+    # `request_id` finds the request's lines in the log: what a user reports with an error.
+    body = {"success": False, "message": translated(message), "code": code, "request_id": request_id}
     if details:
         body["details"] = {field: text if isinstance(text, (int, float)) else translated(text)
                            for field, text in details.items()}
@@ -137,6 +142,7 @@ def _envelope(status, code, message, details, headers, translated):
         charset="utf-8",
     )
     response.headers.update(headers or {})
+    response.headers[logs.REQUEST_ID_HEADER] = request_id
     return response
 
 
@@ -206,6 +212,7 @@ def internal_error_view(exc, request):
         # Redis (revoked tokens, queues, streams) or the database is down: the request
         # cannot be served safely, but the client should retry rather than report a bug.
         log.error("store unavailable on %s %s: %s", request.method, _path(request), exc)
+        metrics.store_error(exc)
         return app_error_view(ServiceUnavailable(), request)
     log.error("unhandled error on %s %s", request.method, _path(request), exc_info=exc)
     return app_error_view(InternalError(), request)

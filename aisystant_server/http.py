@@ -24,8 +24,8 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
 }
 CORS_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
-CORS_HEADERS = "Authorization, Content-Type, Accept-Language, Prefer, Last-Event-ID"
-EXPOSED_HEADERS = "Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset"
+CORS_HEADERS = "Authorization, Content-Type, Accept-Language, Prefer, Last-Event-ID, X-Request-ID"
+EXPOSED_HEADERS = "Retry-After, RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, X-Request-ID"
 
 
 def edge_headers(origins, origin):

@@ -46,7 +46,8 @@ SCHEMAS = {
         "success": {"const": False}, "message": {"type": "string"},
         "code": {"type": "string", "pattern": "^[a-z_]+$"},
         "details": {"type": "object"},
-    }, required=["success", "message", "code"]),
+        "request_id": {"type": "string", "description": "also in the X-Request-ID header: finds the request in the log"},
+    }, required=["success", "message", "code", "request_id"]),
     "Auth": obj({"user": ref("User"), "token": {"type": "string"}}),
 }
 
@@ -98,6 +99,10 @@ def paths():
             "503": ERROR}, secured=False)},
         "/api/openapi.json": {"get": operation("This document", {
             "200": json_response("OpenAPI 3.1", {"type": "object"})}, secured=False)},
+        "/metrics": {"get": operation(
+            "Prometheus metrics (text format), for the addresses of METRICS_ALLOW or the bearer of METRICS_TOKEN", {
+                "200": {"description": "Prometheus text format", "content": {"text/plain": {
+                    "schema": {"type": "string"}}}}}, secured=False)},
         "/api/auth/register": {"post": operation("Create an account", {
             "201": json_response("Registered", success(ref("Auth")))}, secured=False,
             requestBody=body({"username": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{3,50}$"},

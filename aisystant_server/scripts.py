@@ -6,8 +6,11 @@ before anything imports sockets, threads or ssl, hence the patch at the very top
 `main`, before the app and its libraries are imported.
 """
 
+import logging
 import os
+import shutil
 import sys
+import tempfile
 
 import click
 
@@ -16,6 +19,7 @@ from aisystant_server.settings import config_path, read_settings
 
 GEVENT_COMMANDS = {"serve", "events", "worker", "simulator"}
 EMBEDDED_SHUTDOWN_SECONDS = 5
+log = logging.getLogger(__name__)
 
 
 def main(argv=None):
@@ -52,14 +56,38 @@ def _settings(ini):
         _fail(f"cannot start: {error}")
 
 
+def _ready(path, settings):
+    """Logging as the ini, LOG_LEVEL and LOG_FORMAT say; then, for the commands that
+    serve, the schema check: a database behind the code is one line and exit 1."""
+    import sqlalchemy as sa
+
+    from aisystant_server import logs
+    from aisystant_server.migrations import ABSENT, BEHIND, CURRENT, NOT_MIGRATED, schema_state
+    from aisystant_server.outages import database_unavailable
+
+    logs.configure(path, settings)
+    try:
+        state, revision = schema_state(settings["sqlalchemy.url"])
+    except sa.exc.SQLAlchemyError as error:
+        if not database_unavailable(error):
+            raise
+        # Unreachable now (it may start after us): health says so until it answers.
+        log.warning("could not check the database's schema (%s): starting anyway", error.__class__.__name__)
+        return
+    if state in (ABSENT, BEHIND):
+        _fail(NOT_MIGRATED)
+    if state != CURRENT:
+        log.warning("the database is at revision %s, newer than this version knows: it was migrated by a newer "
+                    "version", revision)
+
+
 def _load(ini):
     """(app, settings), or a one-line reason why the server cannot start."""
-    from pyramid.paster import get_app, setup_logging
+    from pyramid.paster import get_app
 
     from aisystant_server.settings import SettingsError
 
     path = _existing_config(ini)
-    setup_logging(path)
     try:
         app = get_app(path)
     except SettingsError as error:
@@ -68,6 +96,7 @@ def _load(ini):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="aisystant", prog_name="aisystant-server", message="%(prog)s %(version)s")
 @click.option("-c", "--config", "ini", metavar="INI", help="Config file (default: $AISYSTANT_INI or development.ini).")
 @click.pass_context
 def cli(ctx, ini):
@@ -78,12 +107,20 @@ def cli(ctx, ini):
 @cli.command()
 @click.pass_obj
 def migrate(obj):
-    """Create or upgrade the database schema (safe to run at every start)."""
-    from aisystant_server.migrations import upgrade
+    """Create or upgrade the database schema (safe to run at every start), and say which."""
+    from aisystant_server import logs
+    from aisystant_server.migrations import SchemaError
+    from aisystant_server.migrations import migrate as run_migrations
 
-    url = _settings(obj["ini"])["sqlalchemy.url"]
-    upgrade(url)
-    click.echo(f"database is up to date ({_safe_url(url)})", err=True)
+    path = _existing_config(obj["ini"])
+    settings = _settings(path)
+    logs.configure(path, settings)
+    url = settings["sqlalchemy.url"]
+    try:
+        done = run_migrations(url)
+    except SchemaError as error:
+        _fail(str(error))
+    click.echo(f"{done} ({_safe_url(url)})", err=True)
 
 
 def listen_options(command):
@@ -118,9 +155,10 @@ def serve(obj, host, port, workers):
     path = _existing_config(obj["ini"])
     settings = _settings(path)
     processes = _processes(settings["server.workers"], settings)
+    if processes > 1 and not settings["redis.url"]:
+        _fail("--workers needs REDIS_URL: the embedded mode keeps its queues and events in one process.")
+    _ready(path, settings)
     if processes > 1:
-        if not settings["redis.url"]:
-            _fail("--workers needs REDIS_URL: the embedded mode keeps its queues and events in one process.")
         _exec_gunicorn(path, settings, processes)
     from aisystant_server import realtime
 
@@ -135,8 +173,9 @@ def serve(obj, host, port, workers):
 def _exec_gunicorn(path, settings, processes):
     """Become gunicorn: N gevent processes on one socket, each with the whole app."""
     os.environ["AISYSTANT_INI"] = os.path.abspath(path)
-    click.echo(f"AiSystant API v{_version()} on http://{settings['aisystant.host']}:{settings['aisystant.port']}"
-               f" - {processes} processes (gunicorn), distributed (Redis; run workers)", err=True)
+    _share_metrics(f"serve-{settings['aisystant.port']}")
+    log.info("AiSystant API v%s on http://%s:%s - %d processes (gunicorn), distributed (Redis; run workers)",
+             _version(), settings["aisystant.host"], settings["aisystant.port"], processes)
     os.execv(sys.executable, [
         sys.executable, "-m", "gunicorn", "--workers", str(processes),
         "--bind", f"{settings['aisystant.host']}:{settings['aisystant.port']}",
@@ -161,10 +200,13 @@ def events(obj, host, port):
     from aisystant_server import realtime
 
     _override(HOST=host, PORT=port)
-    app, settings = _load(obj["ini"])
+    path = _existing_config(obj["ini"])
+    settings = _settings(path)
     if not settings["redis.url"]:
         _fail("REDIS_URL is not set: the events role receives events through Redis. "
               "Without Redis, `aisystant-server serve` serves the events itself.")
+    _ready(path, settings)
+    app, settings = _load(path)
     _serve(realtime.wrap(realtime.health_only(app)), settings, f"AiSystant events v{_version()}",
            "Socket.IO only, distributed (Redis)")
 
@@ -183,13 +225,13 @@ def _serve(web_app, settings, name, mode, embedded_worker=None):
     except OSError as error:
         _fail(f"cannot listen on {address[0]}:{address[1]}: {error.strerror} (set PORT or HOST)")
     model = settings["aisystant.model"] if settings["anthropic.api_key"] else "none (set ANTHROPIC_API_KEY)"
-    click.echo(f"{name} on http://{address[0]}:{server.server_port} - {mode}, "
-               f"database {_safe_url(settings['sqlalchemy.url'])}, model {model}", err=True)
+    log.info("%s on http://%s:%s - %s, database %s, model %s", name, address[0], server.server_port, mode,
+             _safe_url(settings["sqlalchemy.url"]), model)
     stop = gevent.event.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         gevent.signal_handler(signum, stop.set)
     stop.wait()
-    click.echo("stopping", err=True)
+    log.info("stopping: requests in flight get up to 10 s")
     server.stop(timeout=10)
     if embedded_worker:
         worker, greenlet = embedded_worker
@@ -225,8 +267,10 @@ def _start_embedded_worker(app):
 @click.option("--concurrency", type=click.IntRange(min=1), default=None, metavar="N",
               help="Replies in flight at once per process (default WORKER_CONCURRENCY, 500).")
 @click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@click.option("--metrics-port", type=click.IntRange(0, 65535), default=None, metavar="PORT",
+              help="Serve the processes' Prometheus /metrics on HOST:PORT [default: $WORKER_METRICS_PORT; 0: none].")
 @click.pass_obj
-def worker(obj, workers, concurrency, burst):
+def worker(obj, workers, concurrency, burst, metrics_port):
     """Produce assistant replies from the Redis queues (distributed mode).
 
     One process holds hundreds of replies in flight (gevent); --workers runs one per
@@ -234,31 +278,61 @@ def worker(obj, workers, concurrency, burst):
     $REDIS_URL` shows them and their queues. SIGTERM lets the replies in flight finish
     (up to 5 minutes); a second one stops at once.
     """
-    from pyramid.paster import setup_logging
     from rq.worker_pool import WorkerPool
 
-    from aisystant_server.jobs.process import ReplyWorker
-    from aisystant_server.jobs.queues import QUEUES
     from aisystant_server.redis_connection import make_redis
 
     # The worker processes read their settings themselves: the same file, the same overrides.
-    _override(WORKER_PROCESSES=workers, WORKER_CONCURRENCY=concurrency)
+    _override(WORKER_PROCESSES=workers, WORKER_CONCURRENCY=concurrency, WORKER_METRICS_PORT=metrics_port)
     path = _existing_config(obj["ini"])
     os.environ["AISYSTANT_INI"] = os.path.abspath(path)
     settings = _settings(path)
     if not settings["redis.url"]:
         _fail("REDIS_URL is not set: workers take their jobs from Redis. "
               "Without Redis, `aisystant-server serve` runs the worker in its own process.")
-    setup_logging(path)
+    _ready(path, settings)
     if not settings["anthropic.api_key"]:
-        click.echo("aisystant-server: warning: ANTHROPIC_API_KEY is not set; replies will fail", err=True)
+        log.warning("ANTHROPIC_API_KEY is not set; replies will fail")
     processes = _processes(settings["worker.processes"], settings)
+    port = settings["worker.metrics_port"]
+    if processes > 1 and port:
+        _share_metrics(f"worker-{port}")
+    from aisystant_server import metrics
+    from aisystant_server.jobs.process import ReplyWorker
+    from aisystant_server.jobs.queues import QUEUES
+
+    if port:
+        try:
+            metrics.serve_worker_metrics(settings)
+        except OSError as error:
+            _fail(f"cannot serve metrics on {settings['aisystant.host']}:{port}: {error.strerror} "
+                  "(set WORKER_METRICS_PORT or --metrics-port)")
     connection = make_redis(settings)
     if processes == 1:
         ReplyWorker(QUEUES, connection=connection).work(burst=burst, logging_level="INFO")
     else:
         WorkerPool(QUEUES, connection=connection, num_workers=processes, worker_class=ReplyWorker).start(
             burst=burst, logging_level="INFO")
+
+
+def _share_metrics(name):
+    """The processes forked from here count into one directory, added up by a scrape of
+    any of them (prometheus_client's multiprocess mode): named before prometheus_client
+    is imported, as it picks its storage then, and emptied of a previous run's values.
+    A PROMETHEUS_MULTIPROC_DIR of the operator's is used as it is."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before its multiprocess directory was chosen")
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+        return
+    parent = os.path.join(tempfile.gettempdir(), f"aisystant-metrics-{os.getuid()}")
+    os.makedirs(parent, mode=0o700, exist_ok=True)
+    if os.stat(parent).st_uid != os.getuid():
+        _fail(f"{parent} belongs to another user: set PROMETHEUS_MULTIPROC_DIR to a directory of yours")
+    path = os.path.join(parent, name)
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
 
 
 def _processes(wanted, settings):

@@ -48,6 +48,7 @@ from geventwebsocket.handler import WebSocketHandler
 from aisystant_server import errors
 from aisystant_server.http import edge_headers
 from aisystant_server.i18n import DEFAULT_LANGUAGE, Msg, negotiate_language
+from aisystant_server.logs import REQUEST_ID_HEADER, new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -286,8 +287,9 @@ class EdgeHandler(WebSocketHandler):
             # (pyramid_retry copies the body first).
             if not (isinstance(self.wsgi_input, RequestBody) and self.wsgi_input.failed) or self.headers_sent:
                 raise
-            log.info("request from %s refused while reading its body: %s", self.client_address, error.code)
             response = self._envelope(error)
+            log.info("request from %s refused while reading its body: %s", self.client_address, error.code,
+                     extra={"request_id": response.headers[REQUEST_ID_HEADER]})
             self.close_connection = True
             self.start_response(response.status, response.headerlist)
             self.write(response.body)
@@ -313,8 +315,9 @@ class EdgeHandler(WebSocketHandler):
             pass
 
     def _refuse(self, error):
-        log.info("request from %s refused: %s", self.client_address, error.code)
         response = self._envelope(error)
+        log.info("request from %s refused: %s", self.client_address, error.code,
+                 extra={"request_id": response.headers[REQUEST_ID_HEADER]})
         response.date = time.time()
         head = f"HTTP/1.1 {response.status}\r\n" + "".join(f"{name}: {value}\r\n"
                                                           for name, value in response.headerlist)
@@ -325,7 +328,8 @@ class EdgeHandler(WebSocketHandler):
         language = self.headers.get("Accept-Language")
         language = negotiate_language(webob.BaseRequest({"HTTP_ACCEPT_LANGUAGE": language})) if language \
             else DEFAULT_LANGUAGE
-        response = errors.error_envelope(error, language)
+        # The request's own id if it sent a sane one (a proxy's), else a new one.
+        response = errors.error_envelope(error, language, new_request_id(self.headers.get(REQUEST_ID_HEADER)))
         response.headers.update(edge_headers(self.limits.cors_origins, origin))
         response.headers["Connection"] = "close"
         return response

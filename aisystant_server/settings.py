@@ -7,6 +7,7 @@ and the keys nobody sets by hand. Every override is listed once in `ENVIRONMENT`
 one type and one name everywhere.
 """
 
+import ipaddress
 import os
 import re
 
@@ -52,6 +53,29 @@ def as_database_url(value):
     return value
 
 
+def as_log_level(value):
+    """A level name for our loggers (DEBUG, INFO, WARNING, ERROR), or "" for the ini's."""
+    level = str(value or "").strip().upper()
+    if level and level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(f"invalid log level {value!r}: use DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def as_log_format(value):
+    kind = str(value).strip().lower()
+    if kind not in ("text", "json"):
+        raise SettingsError(f"invalid log format {value!r}: use text or json")
+    return kind
+
+
+def as_networks(value):
+    """Addresses and networks (`127.0.0.0/8, ::1, 10.1.2.3`), comma- or space-separated."""
+    try:
+        return tuple(ipaddress.ip_network(str(item), strict=False) for item in as_list(value))
+    except ValueError as error:
+        raise SettingsError(f"invalid address or network: {error}") from None
+
+
 # environment variable -> (settings key, coercion, default when neither sets it)
 ENVIRONMENT = {
     "AISYSTANT_ENV": ("aisystant.env", str, "development"),
@@ -88,6 +112,12 @@ ENVIRONMENT = {
     "WEB_CONCURRENCY": ("server.workers", int, 0),
     "REPLY_LEASE_SECONDS": ("worker.lease_seconds", int, 15),
     "REAPER_INTERVAL_SECONDS": ("worker.reaper_interval", float, 10.0),
+    # operations: logs.py and metrics.py
+    "LOG_LEVEL": ("logging.level", as_log_level, ""),
+    "LOG_FORMAT": ("logging.format", as_log_format, "text"),
+    "METRICS_TOKEN": ("metrics.token", str, ""),
+    "METRICS_ALLOW": ("metrics.allow", as_networks, "127.0.0.0/8, ::1"),
+    "WORKER_METRICS_PORT": ("worker.metrics_port", int, 0),
 }
 
 # Keys only the ini sets, with their types.

@@ -23,7 +23,7 @@ import redis as redis_lib
 import sqlalchemy as sa
 from rq.exceptions import ShutDownImminentException
 
-from aisystant_server import events, present, streams
+from aisystant_server import events, logs, metrics, present, streams
 from aisystant_server.i18n import Msg
 from aisystant_server.jobs.context import current
 from aisystant_server.jobs.queues import enqueue_title
@@ -51,7 +51,8 @@ def generate_reply(reply_id):
     if token is None:
         return "another attempt is running"
     try:
-        return _produce(context, reply_id)
+        with logs.fields(reply_id=reply_id):
+            return _produce(context, reply_id)
     finally:
         keeper.release(reply_id, token)
 
@@ -88,13 +89,17 @@ def _produce(context, reply_id):
             row = session.get(Message, reply_id)
             if row is not None:
                 streams.finish(redis, reply, "done", present.message(row))
+        _report(context, reply, attempt, "cancelled", {**meta, "duration_ms": _ms(started)})
         return "cancelled"
     except (ShutDownImminentException, LeaseLost):
         # The worker is stopping, or another attempt may own the reply now: leave the
         # row to whoever holds (or, via the reaper, next takes) the lease.
+        _report(context, reply, attempt, "interrupted", {**meta, "duration_ms": _ms(started)})
         raise
     except Exception as error:  # noqa: BLE001 - see _failure
         if is_outage(error):
+            metrics.store_error(error)
+            _report(context, reply, attempt, "interrupted", {**meta, "duration_ms": _ms(started)})
             raise  # not the model's failure: the reaper redoes the reply once it is back
         writer.flush()
         human, reason = _failure(error, settings)
@@ -156,6 +161,7 @@ def _end(context, reply, attempt, status, content, meta, error=None):
     """Store the outcome if this attempt still owns the reply, then tell the clients."""
     redis = context.redis
     stored = _with_database(lambda: _store(context, reply, attempt, status, content, meta))
+    _report(context, reply, attempt, status if stored is not None else "superseded", meta)
     if stored is None:
         return "superseded"
     body, first = stored
@@ -196,6 +202,21 @@ def _with_database(write):
             log.warning("database unavailable (%s); retrying in %.1f s", error.__class__.__name__, delay)
             gevent.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _report(context, reply, attempt, outcome, meta):
+    """The reply's line in the log and its metrics, once an attempt ends: ids, model,
+    timings and tokens, never the text."""
+    usage = meta.get("usage") or {}
+    model = meta.get("model") or context.settings["aisystant.model"]
+    metrics.observe_reply(outcome, model, meta)
+    log.log(logging.WARNING if outcome == "interrupted" else logging.INFO,
+            "reply %(status)s: model %(model)s, attempt %(attempt)s, ttft %(ttft_ms)s ms, %(duration_ms)s ms, "
+            "tokens %(tokens_in)s in / %(tokens_out)s out",
+            {"status": str(outcome), "model": model, "attempt": attempt, "ttft_ms": meta.get("ttft_ms"),
+             "duration_ms": meta.get("duration_ms"), "tokens_in": usage.get("input_tokens"),
+             "tokens_out": usage.get("output_tokens")},
+            extra={"conversation_id": reply.conversation_id, "reason": (meta.get("error") or {}).get("reason")})
 
 
 def _ms(start, end=None):

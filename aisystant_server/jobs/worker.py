@@ -83,6 +83,8 @@ from rq.utils import now
 from rq import worker_registration
 from rq.worker import BaseWorker, DequeueStrategy, WorkerStatus, signal_name
 
+from aisystant_server import metrics
+
 if TYPE_CHECKING:
     from redis import Redis
     from rq.executions import Execution
@@ -376,7 +378,8 @@ class ConcurrentWorker(BaseWorker):
     def _run_job(self, job: Job, queue: Queue, execution: Execution):
         try:
             # RQ's perform_job records every outcome of the job itself, including our timeout.
-            self.perform_job(job, queue, execution)
+            with metrics.JOBS_IN_FLIGHT.labels(queue.name).track_inprogress():
+                self.perform_job(job, queue, execution)
         except (Exception, ShutDownImminentException):
             # Only reached when recording the outcome failed (e.g. Redis went away);
             # maintenance will find the job abandoned.

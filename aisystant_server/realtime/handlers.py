@@ -20,7 +20,7 @@ from urllib.parse import parse_qs
 import webob
 from socketio.exceptions import ConnectionRefusedError
 
-from aisystant_server import events, present, streams
+from aisystant_server import events, metrics, present, streams
 from aisystant_server.errors import (
     AppError,
     InternalError,
@@ -31,6 +31,7 @@ from aisystant_server.errors import (
 )
 from aisystant_server.i18n import DEFAULT_LANGUAGE, LANGUAGES, Msg
 from aisystant_server.jobs.queues import queue_reply
+from aisystant_server.logs import new_request_id
 from aisystant_server.models import MessageStatus, User
 from aisystant_server.outages import is_outage
 from aisystant_server.ratelimit import address_of, hit_request_window
@@ -152,10 +153,14 @@ class Handlers:
             except AppError as error:
                 return _error(error, language)
             except Exception as error:  # noqa: BLE001 - an acknowledgement, never a traceback
+                request_id = new_request_id()  # what the user reports, to find this line
                 if is_outage(error):
-                    return _error(ServiceUnavailable(), language)
-                log.exception("socket event failed")
-                return _error(InternalError(), language)
+                    log.warning("socket event: store unavailable (%s)", error.__class__.__name__,
+                                extra={"request_id": request_id})
+                    metrics.store_error(error)
+                    return _error(ServiceUnavailable(), language, request_id)
+                log.exception("socket event failed", extra={"request_id": request_id})
+                return _error(InternalError(), language, request_id)
             return {"success": True} if data is None else {"success": True, "data": data}
 
         return answer
@@ -199,9 +204,10 @@ def _language(environ):
         else DEFAULT_LANGUAGE
 
 
-def _error(error, language):
+def _error(error, language, request_id=None):
     """The error envelope of an acknowledgement (the body of the REST response)."""
-    body = {"success": False, "code": error.code, "message": _text(error.message, language)}
+    body = {"success": False, "code": error.code, "message": _text(error.message, language),
+            "request_id": request_id or new_request_id()}
     if error.details:
         body["details"] = {field: value if isinstance(value, (int, float)) else _text(value, language)
                            for field, value in error.details.items()}

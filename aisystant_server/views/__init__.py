@@ -34,6 +34,7 @@ def includeme(config):
     config.add_route("home", "/")
     config.add_route("health", "/api/health")
     config.add_route("openapi", "/api/openapi.json")
+    config.add_route("metrics", "/metrics")
     config.add_route("auth.register", "/api/auth/register")
     config.add_route("auth.login", "/api/auth/login")
     config.add_route("auth.me", "/api/auth/me", factory=AccountRoot)

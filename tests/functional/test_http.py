@@ -91,7 +91,7 @@ def test_unexpected_failure_is_a_500_without_internals(make_app, tmp_path, caplo
     response = broken.post_json("/api/auth/register", {"username": "someone", "email": "s@example.com",
                                                        "password": "long enough"}, status=500)
     body = assert_error(response, 500, "internal_error")
-    assert set(body) == {"success", "message", "code"}
+    assert set(body) == {"success", "message", "code", "request_id"}
     assert "sqlite" not in response.text.lower() and "Traceback" not in response.text
     assert "no such table" in caplog.text
 

@@ -48,6 +48,8 @@ def test_a_missing_config_file_is_one_line(tmp_path):
 def test_a_port_in_use_is_one_line(tmp_path):
     import socket
 
+    subprocess.run(server_command("migrate"), env={**_base_env(), "DATA_DIR": str(tmp_path)}, check=True,
+                   capture_output=True)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
