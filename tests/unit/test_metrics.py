@@ -38,3 +38,21 @@ def test_without_a_token_no_bearer_lets_a_stranger_in():
 def test_a_malformed_allow_list_is_refused():
     with pytest.raises(SettingsError, match="METRICS_ALLOW"):
         settings(METRICS_ALLOW="10.0.0.0/33")
+
+
+def test_a_scrape_forgets_the_gauges_of_processes_that_are_gone(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from aisystant_server import metrics
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    for pid in (gone, os.getpid()):
+        (tmp_path / f"gauge_livesum_{pid}.db").write_bytes(b"")
+        (tmp_path / f"counter_{pid}.db").write_bytes(b"")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    metrics._forget_dead_processes()
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        [f"counter_{gone}.db", f"counter_{os.getpid()}.db", f"gauge_livesum_{os.getpid()}.db"])
