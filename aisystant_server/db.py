@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 import zope.sqlalchemy
+from pyramid_retry import mark_error_retryable
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
 
@@ -45,6 +46,9 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value
 
 
+READ_METHODS = ("GET", "HEAD")
+
+
 def utcnow():
     return datetime.now(timezone.utc)
 
@@ -59,10 +63,20 @@ def make_engine(url, **kwargs):
         engine = sa.create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
-    return sa.create_engine(url, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    event.listen(engine, "handle_error", _retry_after_disconnect)
+    return engine
+
+
+def _retry_after_disconnect(context):
+    # No ping before each use of a pooled connection (a round trip on every request):
+    # after PostgreSQL restarts, the first use of a dead connection fails instead, which
+    # discards the pool's connections, and pyramid_retry runs the request again on a
+    # fresh one (nothing of it was committed: the connection died first).
+    if context.is_disconnect:
+        mark_error_retryable(context.sqlalchemy_exception)
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
@@ -83,6 +97,12 @@ def make_session_factory(engine):
 
 
 def _request_db(request):
+    if request.method in READ_METHODS:
+        # A read writes nothing: each statement on its own (no BEGIN, no COMMIT or
+        # ROLLBACK round trips), the connection back in the pool when the request ends.
+        session = request.registry["db.read_session_factory"]()
+        request.add_finished_callback(lambda request: session.close())
+        return session
     session = request.registry["db.session_factory"]()
     zope.sqlalchemy.register(session, transaction_manager=request.tm)
     return session
@@ -99,4 +119,6 @@ def includeme(config):
     engine = engine_from_settings(settings)
     config.registry["db.engine"] = engine
     config.registry["db.session_factory"] = make_session_factory(engine)
+    config.registry["db.read_session_factory"] = make_session_factory(
+        engine.execution_options(isolation_level="AUTOCOMMIT"))
     config.add_request_method(_request_db, "db", reify=True)

@@ -18,11 +18,9 @@ import logging
 
 import socketio
 
-from aisystant_server.redis_connection import is_embedded
+from aisystant_server.redis_connection import channel, is_embedded
 
 log = logging.getLogger(__name__)
-# python-socketio's channel on Redis, shared by every process of a deployment.
-CHANNEL = "aisystant:socketio"
 NAMESPACE = "/"
 
 
@@ -44,7 +42,8 @@ def manager(settings, write_only):
     """python-socketio's Redis client manager for this deployment (distributed mode)."""
     # No socket_timeout on the listening connection: python-socketio would take each
     # quiet period for a failure and subscribe again forever.
-    return socketio.RedisManager(settings["redis.url"], channel=CHANNEL, write_only=write_only,
+    return socketio.RedisManager(settings["redis.url"], channel=channel(settings["redis.url"], "socketio"),
+                                 write_only=write_only,
                                  redis_options={"socket_connect_timeout": 5, "socket_keepalive": True,
                                                 "health_check_interval": 30})
 

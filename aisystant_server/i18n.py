@@ -106,8 +106,8 @@ CATALOG = {
     "field_integer_range": ("Doit être un entier entre {min} et {max}.", "Must be an integer between {min} and {max}."),
     "field_cursor": ("Curseur invalide.", "Invalid cursor."),
     "field_since": (
-        "Un objet {identifiant de réponse : dernier index reçu} est attendu.",
-        "An object {reply id: last index received} is expected.",
+        "Un objet {{identifiant de réponse : dernier index reçu}} est attendu.",
+        "An object {{reply id: last index received}} is expected.",
     ),
     "field_unknown": ("Champ inconnu.", "Unknown field."),
 }

@@ -72,8 +72,11 @@ class Conversation(Base):
     user_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
     title: Mapped[str | None] = mapped_column(sa.String(255))
     created_at = mapped_column(UTCDateTime, default=utcnow, server_default=sa.func.now())
-    # Bumped by every new message: the list is ordered by it ("most recently active").
+    # Bumped by every new message, a rename and the generated title: the list is ordered by it.
     updated_at = mapped_column(UTCDateTime, default=utcnow, server_default=sa.func.now())
+    # Kept with each message, so listing conversations never counts their messages.
+    message_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_message_at = mapped_column(UTCDateTime)
 
     user = relationship(User, lazy="raise")
 

@@ -21,9 +21,9 @@ def conversation(row):
             "created_at": timestamp(row.created_at), "updated_at": timestamp(row.updated_at)}
 
 
-def conversation_summary(row, message_count, last_message_at):
-    return {**conversation(row), "message_count": message_count,
-            "last_message_at": timestamp(last_message_at)}
+def conversation_summary(row):
+    return {**conversation(row), "message_count": row.message_count,
+            "last_message_at": timestamp(row.last_message_at)}
 
 
 def message(row):

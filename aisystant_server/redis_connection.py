@@ -34,6 +34,18 @@ def make_redis(settings):
     return fakeredis.FakeRedis(server=_embedded_server)
 
 
+def channel(source, name):
+    """The pub/sub channel `name` of this deployment. Redis pub/sub ignores database
+    numbers: deployments (or test sessions) sharing a Redis server on different databases
+    would hear each other's events and cancels on a shared name. `source` is a Redis
+    URL or client."""
+    if isinstance(source, str):
+        database = redis.connection.parse_url(source).get("db", 0)
+    else:
+        database = source.connection_pool.connection_kwargs.get("db", 0)
+    return f"aisystant:{database}:{name}"
+
+
 def includeme(config):
     config.registry["redis"] = make_redis(config.get_settings())
     config.add_request_method(lambda request: request.registry["redis"], "redis", reify=True)

@@ -216,10 +216,11 @@ def _serve(web_app, settings, name, mode, embedded_worker=None):
     import gevent
     import signal
 
-    from aisystant_server.serving import make_server
+    from aisystant_server.serving import make_server, settle_memory
 
     address = (settings["aisystant.host"], settings["aisystant.port"])
     server = make_server(web_app, settings)
+    settle_memory()
     try:
         server.start()
     except OSError as error:

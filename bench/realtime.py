@@ -222,7 +222,6 @@ class Bench:
         install_node_client()
         args = self.args
         self.redis_database = RedisDatabase(args.redis_db)
-        self._warn_of_other_deployments()
         self.processes.simulator = Simulator(self.log_dir, PACE)
         self.stack = Stack(self.log_dir, self.processes.simulator.url, api_processes=args.api_processes,
                            workers=args.workers, redis_db=self.redis_database.number, ini=args.ini)
@@ -249,16 +248,6 @@ class Bench:
         rooms = max(args.levels) // args.clients_per_room
         with ThreadPoolExecutor(8) as pool:
             self.rooms = list(pool.map(self._conversation, range(rooms)))
-
-    def _warn_of_other_deployments(self):
-        """Redis pub/sub channels ignore the database number: other servers on this Redis
-        (other benchmarks, test sessions) exchange their events on our channel too."""
-        with redis.Redis.from_url(f"{REDIS_BASE_URL}/0") as connection:
-            [(_, listeners)] = connection.pubsub_numsub(events.CHANNEL)
-        if listeners:
-            print(f"WARNING: {listeners} process(es) of other deployments already listen on {events.CHANNEL!r} of "
-                  f"this Redis server: their events reach our clients too (the 'real' column and 'reorder' may "
-                  f"count them)", flush=True)
 
     def close(self):
         problems = self.processes.close()

@@ -182,9 +182,9 @@ def _end(context, reply, attempt, status, content, meta, error=None):
 
 def _store(context, reply, attempt, status, content, meta):
     with context.session_factory() as session, session.begin():
-        if not messages.finish(session, reply.id, attempt, status, content, meta):
+        row = messages.finish(session, reply.id, attempt, status, content, meta)
+        if row is None:
             return None
-        row = session.get(Message, reply.id)
         first = status == MessageStatus.COMPLETE and messages.is_first_exchange(session, row)
         return present.message(row), first
 

@@ -26,11 +26,12 @@ import redis as redis_lib
 
 from aisystant_server.db import utcnow
 from aisystant_server.jobs.queues import QUEUED_KEY, enqueue_reply, forget_queued
+from aisystant_server.redis_connection import channel
 from aisystant_server.services import messages
 
 log = logging.getLogger(__name__)
 LEASE_KEY = "aisystant:lease:{}"
-CANCEL_CHANNEL = "aisystant:cancel"
+CANCEL_CHANNEL = "cancel"
 REAPER_LOCK = "aisystant:reaper-lock"
 ENQUEUE_GRACE_SECONDS = 2
 # A lease that is gone (Redis restarted empty) is taken back: nobody else holds it, and
@@ -98,7 +99,7 @@ class Runtime:
         while True:
             try:
                 pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-                pubsub.subscribe(CANCEL_CHANNEL)
+                pubsub.subscribe(channel(self.redis, CANCEL_CHANNEL))
                 while True:
                     message = pubsub.get_message(timeout=1.0)
                     if message:
@@ -158,4 +159,4 @@ def runtime(context):
 
 
 def request_cancel(redis, reply_id):
-    redis.publish(CANCEL_CHANNEL, reply_id)
+    redis.publish(channel(redis, CANCEL_CHANNEL), reply_id)

@@ -1,4 +1,9 @@
-"""Conversations and their messages, always scoped to their owner."""
+"""Conversations and their messages, always scoped to their owner.
+
+The statements of the request paths are built once, with bound parameters: building
+SQLAlchemy expressions and ORM objects on every request was most of a read's CPU. They
+return plain rows, which `present` turns into JSON.
+"""
 
 import base64
 import binascii
@@ -15,31 +20,45 @@ from aisystant_server.models import Conversation, Message, MessageRole, MessageS
 from aisystant_server.schemas.conversations import DEFAULT_TITLE
 
 MAX_ID = 2**31 - 1
+# What the API shows of a conversation (and, listed, of its messages), and of a message.
+CONVERSATION = (Conversation.id, Conversation.user_id, Conversation.title, Conversation.created_at,
+                Conversation.updated_at)
+SUMMARY = (*CONVERSATION, Conversation.message_count, Conversation.last_message_at)
+MESSAGE = (Message.id, Message.conversation_id, Message.user_id, Message.role, Message.content, Message.status,
+           Message.meta.label("meta"), Message.created_at)
+
+_OWN = sa.select(*CONVERSATION).where(Conversation.id == sa.bindparam("p_id"),
+                                      Conversation.user_id == sa.bindparam("p_user_id"))
+_MESSAGE = sa.select(Message).where(Message.id == sa.bindparam("p_id"),
+                                    Message.conversation_id == sa.bindparam("p_conversation_id"))
+_CREATE = sa.insert(Conversation).returning(*CONVERSATION)
+_RENAME = (sa.update(Conversation).where(Conversation.id == sa.bindparam("p_id"))
+           .values(title=sa.bindparam("p_title"), updated_at=sa.bindparam("p_now")).returning(*CONVERSATION))
+_LIST = (sa.select(*SUMMARY).where(Conversation.user_id == sa.bindparam("p_user_id"))
+         .order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(sa.bindparam("p_limit")))
+_LIST_AFTER = _LIST.where(sa.or_(
+    Conversation.updated_at < sa.bindparam("p_updated_at"),
+    sa.and_(Conversation.updated_at == sa.bindparam("p_updated_at"), Conversation.id < sa.bindparam("p_after_id"))))
+_PAGE = (sa.select(*MESSAGE).where(Message.conversation_id == sa.bindparam("p_conversation_id"),
+                                   Message.id < sa.bindparam("p_before"))
+         .order_by(Message.id.desc()).limit(sa.bindparam("p_limit")))
+
 
 def get_for_user(db, user_id, conversation_id):
-    return db.scalars(
-        sa.select(Conversation).where(Conversation.id == conversation_id, Conversation.user_id == user_id)
-    ).first()
+    return db.execute(_OWN, {"p_id": conversation_id, "p_user_id": user_id}).first()
 
 
 def get_message(db, conversation_id, message_id):
-    return db.scalars(
-        sa.select(Message).where(Message.id == message_id, Message.conversation_id == conversation_id)
-    ).first()
+    return db.scalars(_MESSAGE, {"p_id": message_id, "p_conversation_id": conversation_id}).first()
 
 
 def create(db, user, title):
-    conversation = Conversation(user_id=user.id, title=title)
-    db.add(conversation)
-    db.flush()
-    return conversation
+    now = utcnow()
+    return db.execute(_CREATE, [{"user_id": user.id, "title": title, "created_at": now, "updated_at": now}]).one()
 
 
 def rename(db, conversation, title):
-    conversation.title = title
-    conversation.updated_at = utcnow()
-    db.flush()
-    return conversation
+    return db.execute(_RENAME, {"p_id": conversation.id, "p_title": title, "p_now": utcnow()}).one()
 
 
 def set_generated_title(db, reply_id, title):
@@ -49,10 +68,9 @@ def set_generated_title(db, reply_id, title):
     answered = sa.select(Message.id).where(
         Message.id == reply_id, Message.conversation_id == Conversation.id,
         Message.status == MessageStatus.COMPLETE).exists()
-    conversation_id = db.scalar(
+    return db.execute(
         sa.update(Conversation).where(Conversation.title == DEFAULT_TITLE, answered)
-        .values(title=title, updated_at=utcnow()).returning(Conversation.id))
-    return None if conversation_id is None else db.get(Conversation, conversation_id)
+        .values(title=title, updated_at=utcnow()).returning(*CONVERSATION)).first()
 
 
 def replies(db, conversation_id, reply_ids):
@@ -80,28 +98,14 @@ def delete(db, conversation):
 
 
 def list_for_user(db, user_id, limit, cursor=None):
-    """A page of (conversation, message_count, last_message_at), most recently active first."""
-    message_count = (
-        sa.select(sa.func.count(Message.id)).where(Message.conversation_id == Conversation.id).scalar_subquery()
-    )
-    last_message_at = (
-        sa.select(sa.func.max(Message.created_at)).where(Message.conversation_id == Conversation.id).scalar_subquery()
-    )
-    query = (
-        sa.select(Conversation, message_count, last_message_at)
-        .where(Conversation.user_id == user_id)
-        .order_by(Conversation.updated_at.desc(), Conversation.id.desc())
-        .limit(limit + 1)
-    )
+    """A page of conversations (with `message_count` and `last_message_at`), most
+    recently active first, and the cursor of the next page (None on the last)."""
+    params = {"p_user_id": user_id, "p_limit": limit + 1}
     if cursor:
-        updated_at, conversation_id = decode_cursor(cursor)
-        query = query.where(sa.or_(
-            Conversation.updated_at < updated_at,
-            sa.and_(Conversation.updated_at == updated_at, Conversation.id < conversation_id),
-        ))
-    rows = db.execute(query).all()
-    next_cursor = encode_cursor(rows[limit - 1][0]) if len(rows) > limit else None
-    return [(row[0], int(row[1] or 0), row[2]) for row in rows[:limit]], next_cursor
+        params["p_updated_at"], params["p_after_id"] = decode_cursor(cursor)
+    rows = db.execute(_LIST_AFTER if cursor else _LIST, params).all()
+    next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
 
 
 def encode_cursor(conversation):
@@ -125,9 +129,7 @@ def decode_cursor(cursor):
 def messages_page(db, conversation_id, limit, before=None):
     """The newest `limit` messages (before the id `before`), in ascending order, and the
     id to pass as `before` for the previous page (None on the first message)."""
-    query = sa.select(Message).where(Message.conversation_id == conversation_id)
-    if before is not None:
-        query = query.where(Message.id < before)
-    rows = list(db.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
+    rows = db.execute(_PAGE, {"p_conversation_id": conversation_id, "p_limit": limit + 1,
+                              "p_before": MAX_ID + 1 if before is None else before}).all()
     next_before = rows[limit - 1].id if len(rows) > limit else None
     return list(reversed(rows[:limit])), next_before

@@ -5,6 +5,7 @@ unique: never two replies to one message). Each attempt at producing it claims t
 by incrementing `attempt`; every later write names that attempt and the status it
 expects, so an attempt that was superseded (its worker thought dead) or a reply
 cancelled meanwhile changes nothing. Jobs call these with their own short sessions.
+The statements are built once, with bound parameters (see services/conversations.py).
 """
 
 import sqlalchemy as sa
@@ -15,18 +16,55 @@ from aisystant_server.errors import PayloadTooLarge
 from aisystant_server.i18n import Msg
 from aisystant_server.llm.prompt import marked
 from aisystant_server.models import Conversation, Message, MessageRole, MessageStatus
+from aisystant_server.services.conversations import MESSAGE
 
 # Answers the model sees again: complete ones, and partial ones (marked).
 ANSWERED = (MessageStatus.COMPLETE, MessageStatus.CANCELLED, MessageStatus.ERROR)
 
 
+_INSERT = sa.insert(Message).returning(*MESSAGE)
+# A message added: the conversation's activity, count and last message, in one statement.
+_ADDED = (sa.update(Conversation).where(Conversation.id == sa.bindparam("p_id"))
+          .values(updated_at=sa.bindparam("p_now"), last_message_at=sa.bindparam("p_now"),
+                  message_count=Conversation.message_count + sa.bindparam("p_added")))
+_ACTIVE = (sa.update(Conversation).where(Conversation.id == sa.bindparam("p_id"))
+           .values(updated_at=sa.bindparam("p_now")))
+_CLAIM = (sa.update(Message)
+          .where(Message.id == sa.bindparam("p_id"), Message.status.in_(MessageStatus.in_flight()))
+          .values(status=MessageStatus.STREAMING, attempt=Message.attempt + 1, updated_at=sa.bindparam("p_now"))
+          .returning(Message.attempt, Message.conversation_id, Message.reply_to_id, Message.meta.label("meta"),
+                     Message.created_at))
+_reply = aliased(Message)
+_PROMPT = (
+    sa.select(Message.role, Message.content, Message.status)
+    .outerjoin(_reply, _reply.reply_to_id == Message.id)
+    .where(Message.conversation_id == sa.bindparam("p_conversation_id"), Message.id <= sa.bindparam("p_question_id"),
+           sa.or_(Message.id == sa.bindparam("p_question_id"),
+                  sa.and_(Message.role == MessageRole.USER, Message.content != "",
+                          sa.or_(_reply.id.is_(None),
+                                 sa.and_(_reply.status.in_(ANSWERED), _reply.content != ""))),
+                  sa.and_(Message.role == MessageRole.ASSISTANT, Message.content != "",
+                          Message.status.in_(ANSWERED))))
+    .order_by(Message.id.desc())
+    .limit(401)
+)
+_FINISH = (sa.update(Message)
+           .where(Message.id == sa.bindparam("p_id"), Message.attempt == sa.bindparam("p_attempt"),
+                  Message.status == MessageStatus.STREAMING)
+           .values(status=sa.bindparam("p_status"), content=sa.bindparam("p_content"),
+                   meta=sa.bindparam("p_meta", type_=Message.meta.type), updated_at=sa.bindparam("p_now"))
+           .returning(*MESSAGE))
+_EARLIER_ANSWER = sa.select(
+    sa.select(Message.id).where(Message.conversation_id == sa.bindparam("p_conversation_id"),
+                                Message.role == MessageRole.ASSISTANT, Message.status == MessageStatus.COMPLETE,
+                                Message.id != sa.bindparam("p_id")).exists())
+
+
 def store_user_message(db, conversation, user, content):
-    message = Message(conversation_id=conversation.id, user_id=user.id, role=MessageRole.USER, content=content,
-                      status=MessageStatus.COMPLETE)
-    db.add(message)
-    _touch(db, conversation.id)
-    db.flush()
-    return message
+    now = utcnow()
+    question = _insert(db, conversation.id, user.id, MessageRole.USER, content, MessageStatus.COMPLETE, None, now)
+    db.execute(_ADDED, {"p_id": conversation.id, "p_now": now, "p_added": 1})
+    return question
 
 
 def send(db, conversation, user, content, settings, language):
@@ -42,16 +80,19 @@ def send(db, conversation, user, content, settings, language):
 
 def create_exchange(db, conversation, user, content, language):
     """The user message and its `pending` reply, in the caller's transaction."""
-    question = store_user_message(db, conversation, user, content)
-    reply = Message(conversation_id=conversation.id, user_id=None, role=MessageRole.ASSISTANT, content="",
-                    status=MessageStatus.PENDING, reply_to_id=question.id, meta={"language": language})
-    db.add(reply)
-    db.flush()
+    now = utcnow()
+    question = _insert(db, conversation.id, user.id, MessageRole.USER, content, MessageStatus.COMPLETE, None, now)
+    reply = _insert(db, conversation.id, None, MessageRole.ASSISTANT, "", MessageStatus.PENDING,
+                    {"language": language}, now, reply_to_id=question.id)
+    db.execute(_ADDED, {"p_id": conversation.id, "p_now": now, "p_added": 2})
     return question, reply
 
 
-def _touch(db, conversation_id):
-    db.execute(sa.update(Conversation).where(Conversation.id == conversation_id).values(updated_at=utcnow()))
+def _insert(db, conversation_id, user_id, role, content, status, meta, now, reply_to_id=None):
+    return db.execute(_INSERT, [{
+        "conversation_id": conversation_id, "user_id": user_id, "role": role, "content": content,
+        "status": status, "meta": meta, "reply_to_id": reply_to_id, "attempt": 0,
+        "created_at": now, "updated_at": now}]).one()
 
 
 def claim(session, reply_id):
@@ -60,12 +101,7 @@ def claim(session, reply_id):
     One statement (the time to first token waits on it): the row with its new
     `attempt`, `conversation_id`, `reply_to_id`, `meta` and `created_at`.
     """
-    return session.execute(
-        sa.update(Message)
-        .where(Message.id == reply_id, Message.status.in_(MessageStatus.in_flight()))
-        .values(status=MessageStatus.STREAMING, attempt=Message.attempt + 1, updated_at=utcnow())
-        .returning(Message.attempt, Message.conversation_id, Message.reply_to_id, Message.meta, Message.created_at)
-    ).first()
+    return session.execute(_CLAIM, {"p_id": reply_id, "p_now": utcnow()}).first()
 
 
 def prompt_inputs(session, conversation_id, question_id):
@@ -77,36 +113,20 @@ def prompt_inputs(session, conversation_id, question_id):
     (cancelled or failed before a word), or is still being written, is left out: kept, it
     would merge into the new question as if the user had asked both at once.
     """
-    reply = aliased(Message)
-    answered = sa.and_(reply.status.in_(ANSWERED), reply.content != "")
-    rows = session.execute(
-        sa.select(Message.id, Message.role, Message.content, Message.status)
-        .outerjoin(reply, reply.reply_to_id == Message.id)
-        .where(Message.conversation_id == conversation_id, Message.id <= question_id,
-               sa.or_(Message.id == question_id,
-                      sa.and_(Message.role == MessageRole.USER, Message.content != "",
-                              sa.or_(reply.id.is_(None), answered)),
-                      sa.and_(Message.role == MessageRole.ASSISTANT, Message.content != "",
-                              Message.status.in_(ANSWERED))))
-        .order_by(Message.id.desc())
-        .limit(401)
-    ).all()
+    rows = session.execute(_PROMPT, {"p_conversation_id": conversation_id, "p_question_id": question_id}).all()
     question = rows[0].content
-    return [(role, marked(content, status)) for _, role, content, status in reversed(rows[1:])], question
+    return [(role, marked(content, status)) for role, content, status in reversed(rows[1:])], question
 
 
 def finish(session, reply_id, attempt, status, content, meta):
-    """Write the outcome of `attempt`; False if the reply is no longer this attempt's."""
-    result = session.execute(
-        sa.update(Message)
-        .where(Message.id == reply_id, Message.attempt == attempt, Message.status == MessageStatus.STREAMING)
-        .values(status=status, content=content, meta=meta, updated_at=utcnow())
-    )
-    if result.rowcount != 1:
-        return False
-    conversation_id = session.scalar(sa.select(Message.conversation_id).where(Message.id == reply_id))
-    _touch(session, conversation_id)
-    return True
+    """Write the outcome of `attempt`: the reply as stored, or None if the reply is no
+    longer this attempt's."""
+    now = utcnow()
+    reply = session.execute(_FINISH, {"p_id": reply_id, "p_attempt": attempt, "p_status": status,
+                                      "p_content": content, "p_meta": meta, "p_now": now}).first()
+    if reply is not None:
+        session.execute(_ACTIVE, {"p_id": reply.conversation_id, "p_now": now})
+    return reply
 
 
 def cancel(db, reply, partial_content):
@@ -122,12 +142,7 @@ def cancel(db, reply, partial_content):
 
 def is_first_exchange(session, reply):
     """True when this reply is the conversation's first complete one."""
-    earlier = session.scalar(
-        sa.select(sa.func.count(Message.id)).where(
-            Message.conversation_id == reply.conversation_id, Message.role == MessageRole.ASSISTANT,
-            Message.status == MessageStatus.COMPLETE, Message.id != reply.id)
-    )
-    return earlier == 0
+    return not session.scalar(_EARLIER_ANSWER, {"p_conversation_id": reply.conversation_id, "p_id": reply.id})
 
 
 def lost_replies(session, stale_before):

@@ -1,9 +1,11 @@
 from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
 
 from aisystant_server.models import Message
+from aisystant_server.services import messages
 from tests.functional.test_auth import assert_error
 
 
@@ -12,15 +14,12 @@ def create(testapp, account, title=None):
     return testapp.post_json("/api/chat/conversations", body, headers=account.headers, status=201).json["data"]
 
 
-def add_messages(testapp, conversation_id, user_id, count, start=None):
-    """Messages written as the reply pipeline writes them (sending is another test module's)."""
-    start = start or datetime.now(timezone.utc)
-    session = testapp.app.registry["db.session_factory"]()
-    with session.begin():
+def add_messages(testapp, conversation_id, user_id, count):
+    """Messages stored as a send stores them (sending itself is another test module's)."""
+    with testapp.app.registry["db.session_factory"]() as session, session.begin():
         for index in range(count):
-            session.add(Message(conversation_id=conversation_id, user_id=user_id, role="user",
-                                content=f"message {index}", created_at=start + timedelta(seconds=index)))
-    session.close()
+            messages.store_user_message(session, SimpleNamespace(id=conversation_id), SimpleNamespace(id=user_id),
+                                        f"message {index}")
 
 
 def test_create_with_default_title(testapp, account):
@@ -100,6 +99,10 @@ def test_only_own_conversations_are_listed(testapp, account, other_account):
     assert testapp.get("/api/chat/conversations", headers=account.headers).json["data"] == []
 
 
+def without_request_id(body):
+    return {key: value for key, value in body.items() if key != "request_id"}
+
+
 @pytest.mark.parametrize("method", ["get", "put", "delete"])
 def test_another_users_conversation_is_the_same_404_as_a_missing_one(testapp, account, other_account, method):
     theirs = create(testapp, other_account)
@@ -108,7 +111,7 @@ def test_another_users_conversation_is_the_same_404_as_a_missing_one(testapp, ac
     args = (f"/api/chat/conversations/{theirs['id']}",) + (({"title": "mine now"},) if method == "put" else ())
     stolen = call(*args, **kwargs)
     missing = testapp.get("/api/chat/conversations/2147483000", headers=account.headers, status=404)
-    assert stolen.json == missing.json
+    assert without_request_id(stolen.json) == without_request_id(missing.json)
     assert testapp.get(f"/api/chat/conversations/{theirs['id']}", headers=other_account.headers).json["data"][
         "conversation"]["title"] == "Nouvelle conversation"
 
