@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 import zope.sqlalchemy
+from zope.sqlalchemy.datamanager import STATUS_CHANGED
 from pyramid_retry import mark_error_retryable
 from sqlalchemy import event
 from sqlalchemy.orm import DeclarativeBase, sessionmaker
@@ -92,6 +93,12 @@ def engine_from_settings(settings):
     return make_engine(settings["sqlalchemy.url"])
 
 
+def run(db, statement, params):
+    """`statement` (of plain columns, built once) in the session's transaction, as Core:
+    no ORM processing of its parameters or rows, which cost more than the query."""
+    return db.connection().execute(statement, params)
+
+
 def make_session_factory(engine):
     return sessionmaker(bind=engine, expire_on_commit=False)
 
@@ -104,7 +111,9 @@ def _request_db(request):
         request.add_finished_callback(lambda request: session.close())
         return session
     session = request.registry["db.session_factory"]()
-    zope.sqlalchemy.register(session, transaction_manager=request.tm)
+    # "Changed" from the start: services write with Core statements (`run`), which
+    # zope.sqlalchemy cannot see, and it would roll back a session it thinks unchanged.
+    zope.sqlalchemy.register(session, transaction_manager=request.tm, initial_state=STATUS_CHANGED)
     return session
 
 

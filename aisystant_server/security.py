@@ -26,6 +26,7 @@ from passlib.context import CryptContext
 from pyramid.authorization import ACLHelper, Authenticated, Everyone
 from pyramid_jwt.policy import JWTAuthenticationPolicy
 
+from aisystant_server.db import run
 from aisystant_server.models import User
 from aisystant_server.resources import parse_id
 
@@ -155,7 +156,7 @@ def authenticated_user(request):
         user_id = parse_id(request.jwt_claims.get("sub") or "")
     except KeyError:  # not an id that a row could have
         return None
-    return request.db.execute(_USER, {"p_id": user_id}).first()
+    return run(request.db, _USER, {"p_id": user_id}).first()
 
 
 class SecurityPolicy:

@@ -23,6 +23,7 @@ QUEUED_KEY = "aisystant:reply-queued:{}"
 # Longer than a reply normally waits in the queue; if it waits longer, the reaper may
 # enqueue it twice, which is harmless (the lease and the claim let one attempt run).
 QUEUED_SECONDS = 600
+_queues = {}
 
 
 def reply_job_timeout(settings):
@@ -34,13 +35,24 @@ def reply_job_timeout(settings):
 def enqueue_reply(redis, settings, reply_id):
     from aisystant_server.jobs.replies import generate_reply
 
-    Queue(REPLIES, connection=redis).enqueue(
-        generate_reply, reply_id, job_id=f"reply-{reply_id}-{uuid.uuid4().hex[:8]}",
-        job_timeout=reply_job_timeout(settings), result_ttl=3600, failure_ttl=7 * 86400,
-        description=f"assistant reply {reply_id}",
-    )
-    # After the enqueue: a failed enqueue must leave no marker, so the reaper retries it.
-    redis.set(QUEUED_KEY.format(reply_id), 1, ex=QUEUED_SECONDS)
+    with redis.pipeline() as pipe:
+        _queue(redis, REPLIES).enqueue(
+            generate_reply, reply_id, job_id=f"reply-{reply_id}-{uuid.uuid4().hex[:8]}",
+            job_timeout=reply_job_timeout(settings), result_ttl=3600, failure_ttl=7 * 86400,
+            description=f"assistant reply {reply_id}", pipeline=pipe,
+        )
+        # In the enqueue's round trip: a failed enqueue leaves no marker, so the reaper retries it.
+        pipe.set(QUEUED_KEY.format(reply_id), 1, ex=QUEUED_SECONDS)
+        pipe.execute()
+
+
+def _queue(redis, name):
+    """One `Queue` per connection and name: a new one asks Redis for its version (INFO)
+    before its first enqueue."""
+    key = (id(redis), name)
+    if key not in _queues:
+        _queues[key] = Queue(name, connection=redis)
+    return _queues[key]
 
 
 def queue_reply(emitter, redis, settings, exchange):
@@ -62,7 +74,7 @@ def forget_queued(redis, reply_id):
 def enqueue_title(redis, reply_id):
     from aisystant_server.jobs.titles import generate_title
 
-    Queue(TITLES, connection=redis).enqueue(
+    _queue(redis, TITLES).enqueue(
         generate_title, reply_id, job_timeout=120, result_ttl=600, failure_ttl=86400,
         description=f"title after reply {reply_id}",
     )

@@ -32,6 +32,7 @@ from aisystant_server.llm import ModelError
 from aisystant_server.llm.prompt import SYSTEM_PROMPT, build_messages
 from aisystant_server.models import Message, MessageStatus
 from aisystant_server.outages import database_unavailable, is_outage
+from aisystant_server.schemas.conversations import DEFAULT_TITLE
 from aisystant_server.services import messages
 
 log = logging.getLogger(__name__)
@@ -182,11 +183,12 @@ def _end(context, reply, attempt, status, content, meta, error=None):
 
 def _store(context, reply, attempt, status, content, meta):
     with context.session_factory() as session, session.begin():
-        row = messages.finish(session, reply.id, attempt, status, content, meta)
-        if row is None:
-            return None
-        first = status == MessageStatus.COMPLETE and messages.is_first_exchange(session, row)
-        return present.message(row), first
+        stored = messages.finish(session, reply.id, attempt, status, content, meta)
+    if stored is None:
+        return None
+    row, title = stored
+    # Named once a reply completes; the title job checks again before it writes.
+    return present.message(row), status == MessageStatus.COMPLETE and title == DEFAULT_TITLE
 
 
 def _with_database(write):

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from aisystant_server import streams
-from aisystant_server.db import utcnow
+from aisystant_server.db import run, utcnow
 from aisystant_server.errors import ValidationFailed
 from aisystant_server.i18n import Msg
 from aisystant_server.models import Conversation, Message, MessageRole, MessageStatus
@@ -45,7 +45,7 @@ _PAGE = (sa.select(*MESSAGE).where(Message.conversation_id == sa.bindparam("p_co
 
 
 def get_for_user(db, user_id, conversation_id):
-    return db.execute(_OWN, {"p_id": conversation_id, "p_user_id": user_id}).first()
+    return run(db, _OWN, {"p_id": conversation_id, "p_user_id": user_id}).first()
 
 
 def get_message(db, conversation_id, message_id):
@@ -54,11 +54,11 @@ def get_message(db, conversation_id, message_id):
 
 def create(db, user, title):
     now = utcnow()
-    return db.execute(_CREATE, [{"user_id": user.id, "title": title, "created_at": now, "updated_at": now}]).one()
+    return run(db, _CREATE, {"user_id": user.id, "title": title, "created_at": now, "updated_at": now}).one()
 
 
 def rename(db, conversation, title):
-    return db.execute(_RENAME, {"p_id": conversation.id, "p_title": title, "p_now": utcnow()}).one()
+    return run(db, _RENAME, {"p_id": conversation.id, "p_title": title, "p_now": utcnow()}).one()
 
 
 def set_generated_title(db, reply_id, title):
@@ -103,7 +103,7 @@ def list_for_user(db, user_id, limit, cursor=None):
     params = {"p_user_id": user_id, "p_limit": limit + 1}
     if cursor:
         params["p_updated_at"], params["p_after_id"] = decode_cursor(cursor)
-    rows = db.execute(_LIST_AFTER if cursor else _LIST, params).all()
+    rows = run(db, _LIST_AFTER if cursor else _LIST, params).all()
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
@@ -129,7 +129,7 @@ def decode_cursor(cursor):
 def messages_page(db, conversation_id, limit, before=None):
     """The newest `limit` messages (before the id `before`), in ascending order, and the
     id to pass as `before` for the previous page (None on the first message)."""
-    rows = db.execute(_PAGE, {"p_conversation_id": conversation_id, "p_limit": limit + 1,
-                              "p_before": MAX_ID + 1 if before is None else before}).all()
+    rows = run(db, _PAGE, {"p_conversation_id": conversation_id, "p_limit": limit + 1,
+                           "p_before": MAX_ID + 1 if before is None else before}).all()
     next_before = rows[limit - 1].id if len(rows) > limit else None
     return list(reversed(rows[:limit])), next_before

@@ -11,7 +11,7 @@ The statements are built once, with bound parameters (see services/conversations
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 
-from aisystant_server.db import utcnow
+from aisystant_server.db import run, utcnow
 from aisystant_server.errors import PayloadTooLarge
 from aisystant_server.i18n import Msg
 from aisystant_server.llm.prompt import marked
@@ -28,7 +28,7 @@ _ADDED = (sa.update(Conversation).where(Conversation.id == sa.bindparam("p_id"))
           .values(updated_at=sa.bindparam("p_now"), last_message_at=sa.bindparam("p_now"),
                   message_count=Conversation.message_count + sa.bindparam("p_added")))
 _ACTIVE = (sa.update(Conversation).where(Conversation.id == sa.bindparam("p_id"))
-           .values(updated_at=sa.bindparam("p_now")))
+           .values(updated_at=sa.bindparam("p_now")).returning(Conversation.title))
 _CLAIM = (sa.update(Message)
           .where(Message.id == sa.bindparam("p_id"), Message.status.in_(MessageStatus.in_flight()))
           .values(status=MessageStatus.STREAMING, attempt=Message.attempt + 1, updated_at=sa.bindparam("p_now"))
@@ -54,16 +54,12 @@ _FINISH = (sa.update(Message)
            .values(status=sa.bindparam("p_status"), content=sa.bindparam("p_content"),
                    meta=sa.bindparam("p_meta", type_=Message.meta.type), updated_at=sa.bindparam("p_now"))
            .returning(*MESSAGE))
-_EARLIER_ANSWER = sa.select(
-    sa.select(Message.id).where(Message.conversation_id == sa.bindparam("p_conversation_id"),
-                                Message.role == MessageRole.ASSISTANT, Message.status == MessageStatus.COMPLETE,
-                                Message.id != sa.bindparam("p_id")).exists())
 
 
 def store_user_message(db, conversation, user, content):
     now = utcnow()
     question = _insert(db, conversation.id, user.id, MessageRole.USER, content, MessageStatus.COMPLETE, None, now)
-    db.execute(_ADDED, {"p_id": conversation.id, "p_now": now, "p_added": 1})
+    run(db, _ADDED, {"p_id": conversation.id, "p_now": now, "p_added": 1})
     return question
 
 
@@ -84,15 +80,15 @@ def create_exchange(db, conversation, user, content, language):
     question = _insert(db, conversation.id, user.id, MessageRole.USER, content, MessageStatus.COMPLETE, None, now)
     reply = _insert(db, conversation.id, None, MessageRole.ASSISTANT, "", MessageStatus.PENDING,
                     {"language": language}, now, reply_to_id=question.id)
-    db.execute(_ADDED, {"p_id": conversation.id, "p_now": now, "p_added": 2})
+    run(db, _ADDED, {"p_id": conversation.id, "p_now": now, "p_added": 2})
     return question, reply
 
 
 def _insert(db, conversation_id, user_id, role, content, status, meta, now, reply_to_id=None):
-    return db.execute(_INSERT, [{
+    return run(db, _INSERT, {
         "conversation_id": conversation_id, "user_id": user_id, "role": role, "content": content,
-        "status": status, "meta": meta, "reply_to_id": reply_to_id, "attempt": 0,
-        "created_at": now, "updated_at": now}]).one()
+        "status": status, "metadata": meta, "reply_to_id": reply_to_id, "attempt": 0,
+        "created_at": now, "updated_at": now}).one()
 
 
 def claim(session, reply_id):
@@ -101,7 +97,7 @@ def claim(session, reply_id):
     One statement (the time to first token waits on it): the row with its new
     `attempt`, `conversation_id`, `reply_to_id`, `meta` and `created_at`.
     """
-    return session.execute(_CLAIM, {"p_id": reply_id, "p_now": utcnow()}).first()
+    return run(session, _CLAIM, {"p_id": reply_id, "p_now": utcnow()}).first()
 
 
 def prompt_inputs(session, conversation_id, question_id):
@@ -113,20 +109,20 @@ def prompt_inputs(session, conversation_id, question_id):
     (cancelled or failed before a word), or is still being written, is left out: kept, it
     would merge into the new question as if the user had asked both at once.
     """
-    rows = session.execute(_PROMPT, {"p_conversation_id": conversation_id, "p_question_id": question_id}).all()
+    rows = run(session, _PROMPT, {"p_conversation_id": conversation_id, "p_question_id": question_id}).all()
     question = rows[0].content
     return [(role, marked(content, status)) for role, content, status in reversed(rows[1:])], question
 
 
 def finish(session, reply_id, attempt, status, content, meta):
-    """Write the outcome of `attempt`: the reply as stored, or None if the reply is no
-    longer this attempt's."""
+    """Write the outcome of `attempt`: (the reply as stored, the conversation's title), or
+    None if the reply is no longer this attempt's."""
     now = utcnow()
-    reply = session.execute(_FINISH, {"p_id": reply_id, "p_attempt": attempt, "p_status": status,
-                                      "p_content": content, "p_meta": meta, "p_now": now}).first()
-    if reply is not None:
-        session.execute(_ACTIVE, {"p_id": reply.conversation_id, "p_now": now})
-    return reply
+    reply = run(session, _FINISH, {"p_id": reply_id, "p_attempt": attempt, "p_status": status,
+                                   "p_content": content, "p_meta": meta, "p_now": now}).first()
+    if reply is None:
+        return None
+    return reply, run(session, _ACTIVE, {"p_id": reply.conversation_id, "p_now": now}).scalar()
 
 
 def cancel(db, reply, partial_content):
@@ -138,11 +134,6 @@ def cancel(db, reply, partial_content):
                 meta={**(reply.meta or {}), "cancelled": True}, updated_at=utcnow())
     )
     return result.rowcount == 1
-
-
-def is_first_exchange(session, reply):
-    """True when this reply is the conversation's first complete one."""
-    return not session.scalar(_EARLIER_ANSWER, {"p_conversation_id": reply.conversation_id, "p_id": reply.id})
 
 
 def lost_replies(session, stale_before):

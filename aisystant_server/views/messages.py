@@ -57,29 +57,36 @@ def _answer_when_done(request, reply, data):
     the conversation was deleted meanwhile; 202 with the stored messages when the wait
     runs out or Redis or the database goes away (the question is stored: a client that
     retried on a plain failure would ask it twice)."""
+    gone = {"code": "not_found"}
     try:
-        outcome = _wait_for_end(request, reply, request.registry.settings["aisystant.reply_wait_seconds"])
-        answer = _load(request.registry, reply.id)
+        kind, final = _wait_for_end(request, reply, request.registry.settings["aisystant.reply_wait_seconds"], gone)
     except Exception as error:
         if not is_outage(error):
             raise
         log.warning("waiting for reply %s: %s; answering 202", reply.id, error.__class__.__name__)
         return ok(request, data, status=202)
-    if answer is None:
+    if kind == "timeout":
+        return ok(request, data, status=202)
+    if kind == "error" and final["code"] == gone["code"]:
         raise NotFound(Msg("conversation_not_found"))  # deleted while the reply was on its way
-    data["assistantMessage"] = answer
-    if answer["status"] == MessageStatus.ERROR:
-        raise LLMFailed(answer["metadata"]["error"]["message"], details={"assistant_message_id": answer["id"]})
-    return ok(request, data, status=200 if outcome != "timeout" and answer["status"] == MessageStatus.COMPLETE else 202)
+    if kind == "error":
+        raise LLMFailed(final["message"], details={"assistant_message_id": reply.id})
+    # `done` carries the reply as stored: no second read of it.
+    data["assistantMessage"] = final
+    return ok(request, data, status=200 if final["status"] == MessageStatus.COMPLETE else 202)
 
 
-def _wait_for_end(request, reply, timeout):
-    for kind, _, _ in streams.read(request.redis, reply, after_index=2**62, timeout=timeout):
-        if kind in ("done", "error", "timeout"):
-            return kind
-        if kind == "idle" and _ended(request.registry, reply.id, None) is not None:
-            return "done"
-    return "timeout"
+def _wait_for_end(request, reply, timeout, not_found):
+    """(`done`, the stored reply), (`error`, {code, message}) or (`timeout`, None)."""
+    for kind, _, data in streams.read(request.redis, reply, after_index=2**62, timeout=timeout):
+        if kind in ("done", "error"):
+            return kind, data
+        if kind == "timeout":
+            return kind, None
+        final = _ended(request.registry, reply.id, not_found) if kind == "idle" else None
+        if final is not None:
+            return final
+    return "timeout", None
 
 
 def _load(registry, message_id):

@@ -111,15 +111,16 @@ def test_a_short_title_is_generated_after_the_first_exchange(api):
     assert 0 < len(title) <= 50
 
 
-def test_a_title_set_by_the_user_is_kept(api, live_server):
+def test_a_title_the_user_sets_while_the_title_is_generated_is_kept(api, live_server):
     conversation, tag = api.conversation(), marker()
-    api.call("PUT", f"/api/chat/conversations/{conversation}", json={"title": "Mine"})
+    script(live_server.simulator_url, tag, [{}, {"ttft_ms": 1500}])  # the title slowly
     api.send(conversation, f"A question {tag}")
     deadline = time.monotonic() + 20
     while not upstream_requests(live_server.simulator_url, tag, streamed=False) and time.monotonic() < deadline:
-        time.sleep(0.1)
+        time.sleep(0.05)
     assert upstream_requests(live_server.simulator_url, tag, streamed=False), "the title job never asked the model"
-    time.sleep(0.5)
+    api.call("PUT", f"/api/chat/conversations/{conversation}", json={"title": "Mine"})
+    time.sleep(2)
     assert api.call("GET", f"/api/chat/conversations/{conversation}").json()["data"]["conversation"]["title"] == "Mine"
 
 
