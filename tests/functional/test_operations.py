@@ -323,9 +323,11 @@ def test_log_format_json_makes_every_line_a_json_object(backend, template_databa
 
 @pytest.mark.slow
 @pytest.mark.distributed
-def test_metrics_add_up_the_processes_of_serve_and_worker(live_server, tmp_path):
+def test_metrics_add_up_the_processes_of_serve_and_worker(database_url, redis_url, simulator, tmp_path):
     port, metrics_port = free_port(), free_port()
-    env = {**live_server.env, "PORT": str(port)}
+    env = {"DATABASE_URL": database_url, "REDIS_URL": redis_url, "PORT": str(port), "JWT_SECRET": TEST_JWT_SECRET,
+           "AISYSTANT_INI": f"{ROOT}/development.ini", "ANTHROPIC_BASE_URL": simulator,
+           "ANTHROPIC_API_KEY": "test-key", **FAST_FAILURES}
     api_processes = Process(server_command("serve", "--workers", "2"), env, tmp_path / "api.log")
     workers = Process(server_command("worker", "--workers", "2", "--metrics-port", str(metrics_port)), env,
                       tmp_path / "workers.log")
