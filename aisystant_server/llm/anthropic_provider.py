@@ -7,6 +7,8 @@ two; a stalled stream surfaces as httpx's ReadTimeout, unwrapped, which is class
 here like the SDK's own timeout.
 """
 
+import json
+
 import anthropic
 import httpx2
 
@@ -28,23 +30,32 @@ class AnthropicProvider(Provider):
         )
 
     def stream(self, *, system, messages, max_tokens, on_text):
-        # The raw events, not `messages.stream()`: its helper rebuilds a snapshot of the
-        # whole message at every event, which made it most of a busy worker's CPU.
+        # The SDK sends the request (auth, headers, errors before the stream), but the
+        # event stream is read here: the SDK builds a pydantic object for every event,
+        # which was most of a busy worker's CPU, where a reply needs three fields.
         completion = Completion(text="", model=self.model, stop_reason=None)
         parts = []
         try:
-            with self.client.messages.create(model=self.model, system=system, messages=messages,
-                                             max_tokens=max_tokens, stream=True) as events:
-                for event in events:
-                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                        parts.append(event.delta.text)
-                        on_text(event.delta.text)
-                    elif event.type == "message_start":
-                        completion.model = event.message.model
-                        completion.input_tokens = event.message.usage.input_tokens
-                    elif event.type == "message_delta":
-                        completion.stop_reason = event.delta.stop_reason
-                        completion.output_tokens = event.usage.output_tokens
+            with self.client.messages.with_streaming_response.create(
+                    model=self.model, system=system, messages=messages, max_tokens=max_tokens,
+                    stream=True) as response:
+                for event, data in _server_sent_events(response.iter_lines()):
+                    if event == "content_block_delta":
+                        delta = data["delta"]
+                        if delta.get("type") == "text_delta":
+                            parts.append(delta["text"])
+                            on_text(delta["text"])
+                    elif event == "message_start":
+                        completion.model = data["message"].get("model", self.model)
+                        completion.input_tokens = data["message"].get("usage", {}).get("input_tokens", 0)
+                    elif event == "message_delta":
+                        completion.stop_reason = data["delta"].get("stop_reason")
+                        completion.output_tokens = data.get("usage", {}).get("output_tokens", 0)
+                    elif event == "error":
+                        # An error inside a stream that had started (e.g. overloaded_error).
+                        error = data.get("error") or {}
+                        raise ModelError(error.get("type") or "stream_error", error.get("message", "stream error"),
+                                         retryable=True, status=200)
         except (anthropic.APIError, httpx2.HTTPError) as error:
             raise classify(error) from error
         completion.text = "".join(parts)
@@ -58,6 +69,22 @@ class AnthropicProvider(Provider):
         except (anthropic.APIError, httpx2.HTTPError) as error:
             raise classify(error) from error
         return _completion(final)
+
+
+def _server_sent_events(lines):
+    """(event name, decoded data) of each event of a Messages API stream (`ping`s skipped)."""
+    event, data = None, []
+    for line in lines:
+        if line:
+            field, _, value = line.partition(":")
+            if field == "event":
+                event = value.strip()
+            elif field == "data":
+                data.append(value[1:] if value.startswith(" ") else value)
+        elif event is not None:
+            if event != "ping":
+                yield event, json.loads("\n".join(data))
+            event, data = None, []
 
 
 def _completion(message):
