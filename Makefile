@@ -19,8 +19,12 @@ run: install
 	$(BIN)/aisystant-server migrate
 	$(BIN)/aisystant-server serve
 
+# Most tests wait on real processes (servers, workers, kernels): three at once keep two
+# cores busy. `make test TEST_PROCESSES=0` runs them one after the other.
+TEST_PROCESSES ?= 3
+
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES)
 
 simulator: install
 	$(BIN)/aisystant-server simulator
