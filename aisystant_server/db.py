@@ -128,6 +128,10 @@ def includeme(config):
     engine = engine_from_settings(settings)
     config.registry["db.engine"] = engine
     config.registry["db.session_factory"] = make_session_factory(engine)
-    config.registry["db.read_session_factory"] = make_session_factory(
-        engine.execution_options(isolation_level="AUTOCOMMIT"))
+    # Reads get connections of their own, in autocommit for good: switching a pooled
+    # connection in and out of it at every request cost more than the query.
+    read_engine = make_engine(settings["sqlalchemy.url"], isolation_level="AUTOCOMMIT",
+                              pool_reset_on_return=None)
+    config.registry["db.read_engine"] = read_engine
+    config.registry["db.read_session_factory"] = make_session_factory(read_engine)
     config.add_request_method(_request_db, "db", reify=True)

@@ -122,6 +122,7 @@ def make_app(settings):
     yield factory
     for app in apps:
         app.registry["db.engine"].dispose()
+        app.registry["db.read_engine"].dispose()
 
 
 @pytest.fixture
