@@ -39,7 +39,7 @@ class AnthropicProvider(Provider):
             with self.client.messages.with_streaming_response.create(
                     model=self.model, system=system, messages=messages, max_tokens=max_tokens,
                     stream=True) as response:
-                for event, data in _server_sent_events(response.iter_lines()):
+                for event, data in _server_sent_events(response.iter_bytes()):
                     if event == "content_block_delta":
                         delta = data["delta"]
                         if delta.get("type") == "text_delta":
@@ -71,20 +71,23 @@ class AnthropicProvider(Provider):
         return _completion(final)
 
 
-def _server_sent_events(lines):
-    """(event name, decoded data) of each event of a Messages API stream (`ping`s skipped)."""
-    event, data = None, []
-    for line in lines:
-        if line:
-            field, _, value = line.partition(":")
-            if field == "event":
-                event = value.strip()
-            elif field == "data":
-                data.append(value[1:] if value.startswith(" ") else value)
-        elif event is not None:
-            if event != "ping":
-                yield event, json.loads("\n".join(data))
+def _server_sent_events(chunks):
+    """(event name, decoded data) of each event of a Messages API stream (`ping`s skipped),
+    from the body's bytes: one split per chunk rather than a decoder call per line."""
+    pending = b""
+    for chunk in chunks:
+        pending = (pending + chunk).replace(b"\r\n", b"\n")
+        *blocks, pending = pending.split(b"\n\n")
+        for block in blocks:
             event, data = None, []
+            for line in block.split(b"\n"):
+                field, _, value = line.partition(b":")
+                if field == b"event":
+                    event = value.strip().decode()
+                elif field == b"data":
+                    data.append(value[1:] if value.startswith(b" ") else value)
+            if event is not None and event != "ping":
+                yield event, json.loads(b"\n".join(data))
 
 
 def _completion(message):

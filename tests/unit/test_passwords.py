@@ -1,6 +1,6 @@
 import bcrypt
 
-from aisystant_server.security import hash_password, verify_password
+from aisystant_server.security import hash_password, passwords, verify_password
 
 
 def test_new_hashes_are_argon2id():
@@ -33,3 +33,10 @@ def test_original_bcrypt_hash_of_a_password_over_72_bytes_still_verifies_and_upg
     assert valid
     assert verify_password(password, new_hash) == (True, None)
     assert verify_password(password[:72], new_hash) == (False, None)
+
+
+def test_an_argon2_hash_made_with_other_parameters_is_redone_at_login():
+    older = passwords.handler("argon2").using(memory_cost=65536, time_cost=3, parallelism=4).hash("long enough")
+    valid, new_hash = verify_password("long enough", older)
+    assert valid and new_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert verify_password("long enough", new_hash) == (True, None)
