@@ -64,8 +64,11 @@ def make_engine(url, **kwargs):
         engine = sa.create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    # Few connections, shared by all of a gevent process's greenlets: a greenlet waits for
+    # one (up to 30 s) rather than open one more, so that processes x engines x pool stay
+    # under PostgreSQL's max_connections (100 by default) even under a burst.
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", kwargs["pool_size"])
     engine = sa.create_engine(url, **kwargs)
     event.listen(engine, "handle_error", _retry_after_disconnect)
     return engine
@@ -89,8 +92,10 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
-def engine_from_settings(settings):
-    return make_engine(settings["sqlalchemy.url"])
+def engine_from_settings(settings, **kwargs):
+    if not settings["sqlalchemy.url"].startswith("sqlite"):
+        kwargs.setdefault("pool_size", settings["sqlalchemy.pool_size"])
+    return make_engine(settings["sqlalchemy.url"], **kwargs)
 
 
 def run(db, statement, params):
@@ -130,8 +135,7 @@ def includeme(config):
     config.registry["db.session_factory"] = make_session_factory(engine)
     # Reads get connections of their own, in autocommit for good: switching a pooled
     # connection in and out of it at every request cost more than the query.
-    read_engine = make_engine(settings["sqlalchemy.url"], isolation_level="AUTOCOMMIT",
-                              pool_reset_on_return=None)
+    read_engine = engine_from_settings(settings, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
     config.registry["db.read_engine"] = read_engine
     config.registry["db.read_session_factory"] = make_session_factory(read_engine)
     config.add_request_method(_request_db, "db", reify=True)

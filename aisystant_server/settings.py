@@ -94,6 +94,7 @@ ENVIRONMENT = {
     "MAX_BODY_BYTES": ("aisystant.max_body_bytes", int, 1024 * 1024),
     "MAX_MESSAGE_CHARS": ("aisystant.max_message_chars", int, 100_000),
     "DATA_DIR": ("aisystant.data_dir", str, "data"),
+    "DATABASE_POOL_SIZE": ("sqlalchemy.pool_size", int, 5),
     "TRUST_PROXY": ("aisystant.trust_proxy", as_bool, False),
     # the HTTP edge (serving.py)
     "HTTP_HEADER_TIMEOUT_SECONDS": ("http.header_timeout", float, 20.0),

@@ -305,6 +305,28 @@ def test_more_clients_waiting_on_replies_than_a_default_redis_pool_all_get_them(
     assert len({data["content"] for _, _, data in finals}) == 1
 
 
+@pytest.mark.distributed
+def test_a_burst_of_requests_queues_for_few_database_connections(api, live_server):
+    conversations = [api.conversation() for _ in range(3)]
+    engine = sa.create_engine(live_server.database_url)
+    peak = 0
+
+    def count():
+        with engine.connect() as connection:
+            return connection.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")).scalar() - 1
+
+    with concurrent.futures.ThreadPoolExecutor(80) as pool:
+        sent = [pool.submit(api.send, conversations[i % 3], f"Burst {i} {marker()}", wait=False) for i in range(80)]
+        while not all(future.done() for future in sent):
+            peak = max(peak, count())
+            time.sleep(0.01)
+    engine.dispose()
+    assert all(future.result().status_code == 202 for future in sent)
+    # The API process's two pools and the worker's one, at 5 + 5 each.
+    assert 0 < peak <= 30
+
+
 def test_deleting_a_conversation_ends_its_reply_for_those_waiting_on_it(api, live_server):
     conversation, reply, _ = slow_reply_streaming(api, live_server)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
