@@ -4,6 +4,7 @@
 permission: a public view says so with `NO_PERMISSION_REQUIRED`.
 """
 
+import orjson
 from pyramid.view import view_config
 
 from aisystant_server.i18n import translate
@@ -28,9 +29,21 @@ def ok(request, data=None, message=None, meta=None, status=200):
     return body
 
 
+def json_renderer(info):
+    """JSON encoded in one C call (orjson): with the standard library, encoding a page of
+    fifty messages was a tenth of the request's CPU."""
+
+    def render(value, system):
+        system["request"].response.content_type = "application/json"
+        return orjson.dumps(value)
+
+    return render
+
+
 def includeme(config):
     from aisystant_server.resources import AccountRoot, ConversationsRoot
 
+    config.add_renderer("json", json_renderer)
     config.add_route("home", "/")
     config.add_route("health", "/api/health")
     config.add_route("openapi", "/api/openapi.json")
