@@ -24,7 +24,8 @@ def register(request):
 def login(request):
     data = validate_json(LoginSchema(), request)
     user = login_throttle(request, data["email"]).check(
-        lambda: accounts.authenticate(request.db, data["email"], data["password"]))
+        lambda: accounts.authenticate(request.db, request.registry["db.read_session_factory"],
+                                      data["email"], data["password"]))
     if user is None:
         raise InvalidCredentials()
     token = request.registry["tokens"].issue(user)

@@ -29,8 +29,8 @@ GIVE_UP = 20  # seconds: a server that has not answered or closed by then never 
 
 
 class Server:
-    def __init__(self, port, process):
-        self.port, self.process = port, process
+    def __init__(self, port, process, database_url):
+        self.port, self.process, self.database_url = port, process, database_url
         self.url = f"http://127.0.0.1:{port}"
 
     def connect(self):
@@ -61,7 +61,7 @@ def running_server(backend, template_database, redis_url, tmp_path, worker=False
         if worker and backend == "postgresql":
             processes.append(Process(server_command("worker"), env, tmp_path / f"{name}-worker.log"))
             wait_for_line(processes[-1], r"Listening on|listening on|started")
-        yield Server(port, processes[0])
+        yield Server(port, processes[0], database_url)
     finally:
         for process in processes:
             process.stop()

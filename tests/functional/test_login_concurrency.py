@@ -9,8 +9,10 @@ import concurrent.futures
 import time
 import uuid
 
+import bcrypt
 import pytest
 import requests
+import sqlalchemy as sa
 
 from tests.functional.live import Api
 from tests.functional.test_http_edge import running_server
@@ -77,17 +79,50 @@ def test_correct_logins_in_parallel_with_guesses_do_not_buy_the_guesser_more_tri
     assert set(statuses) <= {200, 401, 429}
 
 
-def test_other_requests_are_answered_while_logins_hash(server):
-    # An order, not a duration: hashing on the event loop would finish a login first.
-    emails = [account(server) for _ in range(8)]
+def slow_accounts(server, count):
+    """Accounts that keep a bcrypt hash of the original product at a cost that takes about
+    half a second to check (the first login replaces it)."""
+    slow_hash = bcrypt.hashpw(b"long enough", bcrypt.gensalt(rounds=13)).decode()
+    emails = [account(server) for _ in range(count)]
+    engine = sa.create_engine(server.database_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE users SET password = :hash WHERE email IN :emails")
+                           .bindparams(sa.bindparam("emails", expanding=True)),
+                           {"hash": slow_hash, "emails": emails})
+    engine.dispose()
+    return emails
 
-    def finished(call):
-        call()
+
+def health_is_answered_before_any_of_these_logins(server, emails):
+    # An order, not a duration: the health check is sent while the logins hash.
+    def log_in(email):
+        assert login(server, email, "long enough", address()) == 200
         return time.monotonic()
 
     with concurrent.futures.ThreadPoolExecutor(len(emails)) as pool:
-        logins = [pool.submit(finished, lambda email=email: login(server, email, "long enough", address()))
-                  for email in emails]
-        time.sleep(0.05)
-        health = finished(lambda: requests.get(server.url + "/api/health", timeout=60).raise_for_status())
-        assert health < min(future.result() for future in logins)
+        logins = [pool.submit(log_in, email) for email in emails]
+        time.sleep(0.1)
+        requests.get(server.url + "/api/health", timeout=60).raise_for_status()
+        health = time.monotonic()
+        return health < min(future.result() for future in logins)
+
+
+def test_other_requests_are_answered_while_logins_hash(server):
+    # On the event loop, the health check would wait for a hash.
+    assert health_is_answered_before_any_of_these_logins(server, slow_accounts(server, 2))
+
+
+@pytest.fixture(scope="module")
+def one_connection_server(backend, template_database, redis_databases, tmp_path_factory):
+    if backend != "postgresql":
+        pytest.skip("DATABASE_POOL_SIZE sizes PostgreSQL's pools")
+    with running_server(backend, template_database, redis_databases[1], tmp_path_factory.mktemp("pool"),
+                        TRUST_PROXY="true", DATABASE_POOL_SIZE="1") as server:
+        yield server
+
+
+def test_logins_hold_no_database_connection_while_they_hash(one_connection_server):
+    # Two connections to the database (a pool of one, and one more in a burst): two logins
+    # holding theirs while they hash would leave the health check waiting for one.
+    server = one_connection_server
+    assert health_is_answered_before_any_of_these_logins(server, slow_accounts(server, 2))
