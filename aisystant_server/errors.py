@@ -129,12 +129,18 @@ def error_envelope(error, language, request_id=None):
                      request_id or logs.new_request_id())
 
 
-def _envelope(status, code, message, details, headers, translated, request_id):
-    # `request_id` finds the request's lines in the log: what a user reports with an error.
+def envelope_body(code, message, details, translated, request_id):
+    """The error envelope: the body of an error response, and of a socket event's error
+    acknowledgement. `request_id` finds the lines in the log: what a user reports."""
     body = {"success": False, "message": translated(message), "code": code, "request_id": request_id}
     if details:
         body["details"] = {field: text if isinstance(text, (int, float)) else translated(text)
                            for field, text in details.items()}
+    return body
+
+
+def _envelope(status, code, message, details, headers, translated, request_id):
+    body = envelope_body(code, message, details, translated, request_id)
     response = Response(
         body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
         status=status,

@@ -25,8 +25,6 @@ import re
 from collections.abc import Mapping
 from configparser import ConfigParser
 
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-FORMATS = ("text", "json")
 DEFAULT_FORMAT = "%(asctime)s %(levelname)-5.5s [%(name)s] %(message)s"
 
 REQUEST_ID_HEADER = "X-Request-ID"

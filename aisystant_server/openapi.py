@@ -7,7 +7,6 @@ so this document cannot drift from the code unnoticed.
 
 from aisystant_server import __version__
 
-TIMESTAMP = {"type": "string", "format": "date-time"}
 NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 
 

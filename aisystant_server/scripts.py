@@ -337,11 +337,13 @@ def _share_metrics(name):
 
 
 def _processes(wanted, settings):
-    """How many processes: `wanted`, where 0 means one per core in production and one in
-    development."""
+    """How many processes: `wanted`, where 0 means one per core in production with Redis,
+    and one in development or the embedded mode (which keeps its queues in one process)."""
     if wanted:
         return wanted
-    return (os.cpu_count() or 1) if settings["aisystant.env"] == "production" else 1
+    if settings["aisystant.env"] != "production" or not settings["redis.url"]:
+        return 1
+    return os.cpu_count() or 1
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})

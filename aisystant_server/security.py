@@ -9,9 +9,9 @@ questions. Logout revokes a token by its `jti` in Redis until the token would ha
 expired anyway.
 
 Passwords: argon2id for new hashes; the original product's bcrypt hashes still verify
-and are rehashed on the next successful login. Hashing costs ~100-150 ms of CPU: under
-gevent it runs in the hub's thread pool (argon2-cffi and bcrypt release the GIL), or
-every other request of the process would wait for it.
+and are rehashed on the next successful login. Hashing costs ~25 ms of CPU: under
+gevent it runs in a thread pool (argon2-cffi and bcrypt release the GIL), or every other
+request of the process would wait for it.
 """
 
 import logging
@@ -32,7 +32,7 @@ from aisystant_server.resources import parse_id
 
 log = logging.getLogger(__name__)
 
-# argon2id at OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): ~40 ms of CPU a
+# argon2id at OWASP's recommended minimum (19 MiB, 2 passes, 1 lane): ~25 ms of CPU a
 # hash here, where passlib's defaults (64 MiB, 3 passes, 4 lanes) took ~250 ms and capped
 # logins at 7 a second on two cores. Hashes made with other parameters are redone at the
 # next login.
@@ -52,7 +52,7 @@ def off_the_loop(function, *args):
     """`function(*args)`, in a thread pool when this process runs on gevent (the server
     and the worker patch the standard library), so the event loop keeps serving other
     requests meanwhile; called directly otherwise (tests, waitress). One thread per core:
-    more would not hash faster, and each argon2id hash holds 64 MiB while it runs."""
+    more would not hash faster, and each argon2id hash holds 19 MiB while it runs."""
     global _hashing_threads
     if not monkey.is_module_patched("threading"):
         return function(*args)
@@ -157,11 +157,16 @@ _USER = sa.select(User.id, User.username, User.email, User.avatar_url, User.role
 
 def authenticated_user(request):
     """The user of a valid, unrevoked token, or None (reified: one lookup a request)."""
+    return user_of(request.db, request.jwt_claims)
+
+
+def user_of(db, claims):
+    """The user that decoded token `claims` name, or None."""
     try:
-        user_id = parse_id(request.jwt_claims.get("sub") or "")
+        user_id = parse_id(str((claims or {}).get("sub") or ""))
     except KeyError:  # not an id that a row could have
         return None
-    return run(request.db, _USER, {"p_id": user_id}).first()
+    return run(db, _USER, {"p_id": user_id}).first()
 
 
 class SecurityPolicy:

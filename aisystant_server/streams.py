@@ -134,6 +134,9 @@ class ReplyWriter:
             if not self._reset_due:
                 log.warning("reply %s: stream write failed (%s); text kept for the next write", self.reply.id, error)
             self._reset_due = True
+            # The write may have landed before the connection broke: the reset takes the
+            # next index, or readers who got this one would ignore it.
+            self.index += 1
             return
         self.parts.append(delta)
         self.buffer, self._reset_due = [], False

@@ -105,7 +105,9 @@ def _produce(context, reply_id):
         writer.flush()
         human, reason = _failure(error, settings)
         human = human.render(language)
-        meta.update(error={"code": "llm_failed", "reason": reason, "message": human, "detail": str(error)[:500]},
+        # The model's own words help whoever reads the reply; a bug of ours is in the log only.
+        detail = {"detail": str(error)[:500]} if isinstance(error, ModelError) else {}
+        meta.update(error={"code": "llm_failed", "reason": reason, "message": human, **detail},
                     duration_ms=_ms(started))
         return _end(context, reply, attempt, MessageStatus.ERROR, writer.text, meta,
                     error={"code": "llm_failed", "message": human})

@@ -34,6 +34,7 @@ LEASE_KEY = "aisystant:lease:{}"
 CANCEL_CHANNEL = "cancel"
 REAPER_LOCK = "aisystant:reaper-lock"
 ENQUEUE_GRACE_SECONDS = 2
+REAPER_PAGE = 500
 # A lease that is gone (Redis restarted empty) is taken back: nobody else holds it, and
 # the database's attempt numbers still decide whose write counts.
 REFRESH_IF_OWNED = """local holder = redis.call('GET', KEYS[1])
@@ -71,6 +72,11 @@ class Runtime:
         if not self.redis.set(LEASE_KEY.format(reply_id), token, nx=True, ex=self.lease_seconds):
             return None
         forget_queued(self.redis, reply_id)
+        _, older = self.in_flight.get(reply_id, (None, None))
+        if older is not None and older is not gevent.getcurrent():
+            # An attempt of this process that outlived its lease (a stalled loop): it
+            # would go on writing deltas under the new attempt's.
+            older.kill(LeaseLost(), block=False)
         self.in_flight[reply_id] = (token, gevent.getcurrent())
         return token
 
@@ -126,19 +132,23 @@ class Runtime:
             return []
         # A reply younger than this may be between its commit and its enqueue.
         stale_before = utcnow() - timedelta(seconds=ENQUEUE_GRACE_SECONDS)
-        with self.context.session_factory() as session:
-            candidates = messages.lost_replies(session, stale_before)
-        lost = []
-        for reply_id in candidates:
+        lost, after = [], 0
+        # Every candidate, a page at a time: a streaming reply is not touched while it
+        # streams, so the healthy ones of a busy worker fill any one page.
+        while True:
+            with self.context.session_factory() as session:
+                candidates = messages.lost_replies(session, stale_before, after, REAPER_PAGE)
+            if not candidates:
+                return lost
             pipe = self.redis.pipeline(transaction=False)
-            pipe.exists(LEASE_KEY.format(reply_id))
-            pipe.exists(QUEUED_KEY.format(reply_id))
-            if any(pipe.execute()):
-                continue
-            log.warning("reply %s was lost (no lease, not queued): enqueuing it again", reply_id)
-            enqueue_reply(self.redis, self.context.settings, reply_id)
-            lost.append(reply_id)
-        return lost
+            for reply_id in candidates:
+                pipe.exists(LEASE_KEY.format(reply_id), QUEUED_KEY.format(reply_id))
+            for reply_id, alive in zip(candidates, pipe.execute()):
+                if not alive:
+                    log.warning("reply %s was lost (no lease, not queued): enqueuing it again", reply_id)
+                    enqueue_reply(self.redis, self.context.settings, reply_id)
+                    lost.append(reply_id)
+            after = candidates[-1]
 
     def start(self):
         """Start the lease, cancel and reaper greenlets (once per process)."""

@@ -110,6 +110,8 @@ STOP_POLL_INTERVAL = 0.5
 CONNECTION_HEADROOM = 20
 # How long failing the jobs that outlived a stop may take before the worker leaves anyway.
 KILL_TIMEOUT = 5
+# A signal this soon after the first is the same stop delivered twice (see request_stop).
+SAME_STOP_SECONDS = 1.0
 
 
 class GeventDeathPenalty(BaseDeathPenalty):
@@ -178,6 +180,7 @@ class ConcurrentWorker(BaseWorker):
         self.shutdown_timeout = shutdown_timeout
         self._jobs = gevent.pool.Pool(max_jobs)
         self._force_stop = False
+        self._first_signal_at = 0.0
         self._signal_watchers: list = []
 
     def _set_connection(self, connection: Redis) -> Redis:
@@ -267,8 +270,16 @@ class ConcurrentWorker(BaseWorker):
             self.log.warning("Worker %s: cold shut down", self.name)
 
     def request_stop(self, signum, frame):
-        """Signal handler for SIGINT/SIGTERM, run in its own greenlet: warm stop, then cold stop."""
+        """Signal handler for SIGINT/SIGTERM, run in its own greenlet: warm stop, then cold stop.
+
+        One stop often arrives twice at once: a terminal's Ctrl-C reaches every process
+        of its group and RQ's WorkerPool passes it on to its workers; systemd signals every
+        process of a unit. A second signal counts from SAME_STOP_SECONDS after the first."""
         self.log.info("Worker %s: got signal %s", self.name, signal_name(signum))
+        if self._stop_requested and time.monotonic() - self._first_signal_at < SAME_STOP_SECONDS:
+            return
+        if not self._stop_requested:
+            self._first_signal_at = time.monotonic()
         self.stop()
 
     def _install_signal_handlers(self):

@@ -28,14 +28,16 @@ from aisystant_server.errors import (
     NotFound,
     RateLimited,
     ServiceUnavailable,
+    envelope_body,
 )
-from aisystant_server.i18n import DEFAULT_LANGUAGE, LANGUAGES, Msg
+from aisystant_server.i18n import Msg, negotiate_language
 from aisystant_server.jobs.queues import queue_reply
 from aisystant_server.logs import new_request_id
 from aisystant_server.models import MessageStatus, User
 from aisystant_server.outages import is_outage
 from aisystant_server.ratelimit import address_of, hit_request_window
 from aisystant_server.schemas.realtime import ConversationEvent, JoinConversation, NewMessage, as_mapping
+from aisystant_server.security import user_of
 from aisystant_server.services import conversations, messages
 from aisystant_server.validation import validate_object
 
@@ -59,7 +61,7 @@ class Handlers:
     # connect
 
     def connect(self, sid, environ, auth):
-        language = _language(environ)
+        language = negotiate_language(webob.Request(environ))
         token = (auth or {}).get("token") if isinstance(auth, dict) else None
         token = token or (parse_qs(environ.get("QUERY_STRING", "")).get("token") or [None])[0]
         try:
@@ -74,11 +76,8 @@ class Handlers:
         self.sessions.open(sid, user, claims, language, address_of(environ, self.settings))
 
     def _user(self, claims):
-        subject = str(claims.get("sub", ""))
-        if not subject.isdigit():
-            return None
         with self.session_factory() as session:
-            user = session.get(User, int(subject))
+            user = user_of(session, claims)
             return user and {"id": user.id, "username": user.username}
 
     # client events
@@ -198,20 +197,9 @@ class Handlers:
             self.sio.emit("message_error", {**ids, **data}, to=sid)
 
 
-def _language(environ):
-    header = environ.get("HTTP_ACCEPT_LANGUAGE")
-    return webob.Request(environ).accept_language.lookup(LANGUAGES, default=DEFAULT_LANGUAGE) if header \
-        else DEFAULT_LANGUAGE
-
-
 def _error(error, language, request_id=None):
-    """The error envelope of an acknowledgement (the body of the REST response)."""
-    body = {"success": False, "code": error.code, "message": _text(error.message, language),
-            "request_id": request_id or new_request_id()}
-    if error.details:
-        body["details"] = {field: value if isinstance(value, (int, float)) else _text(value, language)
-                           for field, value in error.details.items()}
-    return body
+    return envelope_body(error.code, error.message, error.details, lambda text: _text(text, language),
+                         request_id or new_request_id())
 
 
 def _text(text, language):

@@ -136,11 +136,12 @@ def cancel(db, reply, partial_content):
     return result.rowcount == 1
 
 
-def lost_replies(session, stale_before):
-    """Replies in flight not touched since `stale_before`: candidates for the reaper."""
+def lost_replies(session, stale_before, after_id, limit):
+    """Replies in flight not touched since `stale_before`, by id after `after_id`:
+    candidates for the reaper, a page at a time."""
     return list(session.scalars(
         sa.select(Message.id).where(Message.role == MessageRole.ASSISTANT,
                                     Message.status.in_(MessageStatus.in_flight()),
-                                    Message.updated_at < stale_before)
-        .order_by(Message.id).limit(500)
+                                    Message.updated_at < stale_before, Message.id > after_id)
+        .order_by(Message.id).limit(limit)
     ))

@@ -21,6 +21,7 @@ from rq import Queue, Retry, Worker
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
+from aisystant_server.jobs.worker import SAME_STOP_SECONDS
 from tests import worker_jobs
 
 pytestmark = pytest.mark.slow
@@ -390,6 +391,24 @@ def test_sigterm_lets_jobs_in_flight_finish(connection, start_worker):
 
 
 @pytest.mark.timeout(60)
+def test_one_stop_delivered_twice_at_once_still_lets_jobs_finish(connection, start_worker):
+    # Ctrl-C in a terminal running `worker --workers N`: the worker gets the terminal's
+    # SIGINT and its pool's own, a moment apart.
+    worker = start_worker(max_jobs=10, shutdown_timeout=60)
+    counter = f"c-{uuid.uuid4().hex[:8]}"
+    jobs = [worker.queue.enqueue(worker_jobs.sleep_and_count, 3, counter) for _ in range(3)]
+    started = StartedJobRegistry(worker.queue.name, connection=connection)
+    wait_for(lambda: len(started.get_job_ids()) == 3, 10, "3 jobs running")
+
+    worker.send(signal.SIGINT)
+    time.sleep(0.05)
+    worker.send(signal.SIGINT)
+
+    assert worker.wait(timeout=30) == 0
+    assert [job.get_status(refresh=True) for job in jobs] == [JobStatus.FINISHED] * 3
+
+
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize("how", ["second signal", "grace period over"])
 def test_forced_stop_fails_jobs_in_flight(connection, start_worker, how):
     worker = start_worker(max_jobs=10, shutdown_timeout=60 if how == "second signal" else 1)
@@ -401,7 +420,7 @@ def test_forced_stop_fails_jobs_in_flight(connection, start_worker, how):
     stop_started = time.monotonic()
     worker.send(signal.SIGTERM)
     if how == "second signal":
-        time.sleep(0.5)
+        time.sleep(SAME_STOP_SECONDS + 0.5)
         worker.send(signal.SIGINT)
 
     assert worker.wait(timeout=30) == 0

@@ -14,7 +14,7 @@ import redis
 from aisystant_server.db import utcnow
 from aisystant_server.jobs.context import JobContext
 from aisystant_server.jobs.queues import QUEUED_KEY
-from aisystant_server.jobs.runtime import ENQUEUE_GRACE_SECONDS, LEASE_KEY, Runtime
+from aisystant_server.jobs.runtime import ENQUEUE_GRACE_SECONDS, LEASE_KEY, REAPER_PAGE, Runtime
 from aisystant_server.models import Message
 from aisystant_server.simulator.replies import answer_tokens
 from tests.functional.live import marker, script, upstream_requests
@@ -134,6 +134,23 @@ def test_the_reaper_requeues_a_reply_as_soon_as_its_lease_is_missing(testapp, ac
     assert runtime.reap() == [orphan]
     assert registry["redis"].exists(QUEUED_KEY.format(orphan))
     assert not registry["redis"].exists(QUEUED_KEY.format(just_sent))
+
+
+def test_the_reaper_finds_a_lost_reply_behind_more_healthy_ones_than_it_reads_at_once(testapp, account):
+    registry = testapp.app.registry
+    conversation = testapp.post_json("/api/chat/conversations", {}, headers=account.headers).json["data"]["id"]
+    moment_ago = utcnow() - timedelta(seconds=ENQUEUE_GRACE_SECONDS + 1)
+    # A busy worker: its replies stream (their rows untouched meanwhile), each holding its lease.
+    healthy = [insert_exchange(registry, conversation, account.id, "streaming", moment_ago)
+               for _ in range(REAPER_PAGE + 1)]
+    orphan = insert_exchange(registry, conversation, account.id, "streaming", moment_ago)
+    leases = registry["redis"].pipeline()
+    for reply_id in healthy:
+        leases.set(LEASE_KEY.format(reply_id), "a live attempt")
+    leases.execute()
+    runtime = Runtime(JobContext(registry.settings, registry["redis"], registry["db.session_factory"], None))
+
+    assert runtime.reap() == [orphan]
 
 
 @pytest.mark.distributed

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import time
 
@@ -5,7 +6,7 @@ import pytest
 import requests
 import socketio
 
-from tests.processes import Process, free_port, server_command
+from tests.processes import ROOT, Process, free_port, server_command
 
 pytestmark = pytest.mark.slow
 
@@ -61,10 +62,6 @@ def test_a_port_in_use_is_one_line(tmp_path):
 
 
 def _base_env():
-    import os
-
-    from tests.processes import ROOT
-
     return {**os.environ, "AISYSTANT_INI": os.path.join(ROOT, "development.ini")}
 
 
@@ -85,6 +82,21 @@ def test_several_processes_need_the_distributed_mode(tmp_path):
                             env={**_base_env(), "DATA_DIR": str(tmp_path)}, capture_output=True, text=True)
     assert result.returncode == 1
     assert "--workers needs REDIS_URL" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_production_without_redis_serves_the_embedded_mode_in_one_process(tmp_path):
+    # One process per core is production's default, but the embedded mode is one process.
+    env = {**_base_env(), "DATA_DIR": str(tmp_path), "PORT": str(free_port()),
+           "JWT_SECRET": "a production secret that is long enough to be accepted 0123456789"}
+    env["REDIS_URL"] = ""
+    config = ("--config", os.path.join(ROOT, "production.ini"))
+    subprocess.run(server_command(*config, "migrate"), env=env, check=True, capture_output=True)
+    server = Process(server_command(*config, "serve"), env, tmp_path / "server.log")
+    try:
+        server.wait_for_http(f"http://127.0.0.1:{env['PORT']}/api/health")
+        assert children(server) == []
+    finally:
+        assert server.stop() == 0
 
 
 @pytest.mark.distributed
