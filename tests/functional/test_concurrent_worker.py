@@ -26,7 +26,6 @@ from tests import worker_jobs
 
 pytestmark = pytest.mark.slow
 
-REDIS_URL = "redis://127.0.0.1:6379/13"
 ROOT = Path(__file__).resolve().parents[2]
 
 # The entry point as the product's `aisystant-server worker` command runs it.
@@ -125,7 +124,8 @@ class WorkerProcess:
         self.connection = connection
         self.name = options.setdefault("name", f"test-worker-{uuid.uuid4().hex[:8]}")
         self.queue = Queue(queue_name, connection=connection)
-        options.update(url=REDIS_URL, queues=[queue_name])
+        address = connection.connection_pool.connection_kwargs
+        options.update(url=f"redis://{address['host']}:{address['port']}/{address['db']}", queues=[queue_name])
         self.stdout_path = tmp_path / f"{self.name}.out"
         self.stderr_path = tmp_path / f"{self.name}.err"
         with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
@@ -166,13 +166,10 @@ class WorkerProcess:
 
 
 @pytest.fixture(scope="module")
-def connection():
-    connection = redis.Redis.from_url(REDIS_URL)
-    try:
-        connection.ping()
-    except redis.exceptions.ConnectionError:
-        connection.close()
-        pytest.skip("no Redis at 127.0.0.1:6379")
+def connection(redis_databases):
+    # A database of this test process's own: test processes run this module's tests side
+    # by side, and each flushes its database first.
+    connection = redis.Redis.from_url(redis_databases[0])
     connection.flushdb()
     yield connection
     connection.flushdb()
