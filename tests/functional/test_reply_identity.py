@@ -46,13 +46,14 @@ def test_a_title_job_whose_conversation_was_deleted_titles_nobody_elses(live_ser
     # The reply at once; the title (the job that runs after the first exchange) slowly.
     script(live_server.simulator_url, tag, [{}, {"ttft_ms": 1500}])
     assert alice.send(hers, f"My secret question about payroll {tag}").status_code == 200
-    assert alice.call("DELETE", f"/api/chat/conversations/{hers}").status_code == 200
-    his = bob.conversation()
-
+    # Deleted while the title job waits for the model (deleted before, the job has nothing to title).
     deadline = time.monotonic() + 20
     while not upstream_requests(live_server.simulator_url, tag, streamed=False) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert upstream_requests(live_server.simulator_url, tag, streamed=False), "the title job never asked the model"
+    assert alice.call("DELETE", f"/api/chat/conversations/{hers}").status_code == 200
+    his = bob.conversation()
+
     titles = set()
     deadline = time.monotonic() + 4  # the title answer takes 1.5 s; then the job would write
     while time.monotonic() < deadline:
