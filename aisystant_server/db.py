@@ -64,11 +64,6 @@ def make_engine(url, **kwargs):
         engine = sa.create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # Few connections, shared by all of a gevent process's greenlets: a greenlet waits for
-    # one (up to 30 s) rather than open one more, so that processes x engines x pool stay
-    # under PostgreSQL's max_connections (100 by default) even under a burst.
-    kwargs.setdefault("pool_size", 5)
-    kwargs.setdefault("max_overflow", kwargs["pool_size"])
     engine = sa.create_engine(url, **kwargs)
     event.listen(engine, "handle_error", _retry_after_disconnect)
     return engine
@@ -94,7 +89,11 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 def engine_from_settings(settings, **kwargs):
     if not settings["sqlalchemy.url"].startswith("sqlite"):
-        kwargs.setdefault("pool_size", settings["sqlalchemy.pool_size"])
+        # Few connections (DATABASE_POOL_SIZE, as many again in a burst), shared by all of
+        # a gevent process's greenlets: a greenlet waits for one (up to 30 s) rather than
+        # open one more, so that processes x engines x pool stay under PostgreSQL's
+        # max_connections (100 by default) even under a burst.
+        kwargs.update(pool_size=settings["sqlalchemy.pool_size"], max_overflow=settings["sqlalchemy.pool_size"])
     return make_engine(settings["sqlalchemy.url"], **kwargs)
 
 

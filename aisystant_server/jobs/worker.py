@@ -180,7 +180,6 @@ class ConcurrentWorker(BaseWorker):
         self.shutdown_timeout = shutdown_timeout
         self._jobs = gevent.pool.Pool(max_jobs)
         self._force_stop = False
-        self._first_signal_at = 0.0
         self._signal_watchers: list = []
 
     def _set_connection(self, connection: Redis) -> Redis:
@@ -276,10 +275,8 @@ class ConcurrentWorker(BaseWorker):
         of its group and RQ's WorkerPool passes it on to its workers; systemd signals every
         process of a unit. A second signal counts from SAME_STOP_SECONDS after the first."""
         self.log.info("Worker %s: got signal %s", self.name, signal_name(signum))
-        if self._stop_requested and time.monotonic() - self._first_signal_at < SAME_STOP_SECONDS:
+        if self._stop_requested and (now() - self._shutdown_requested_date).total_seconds() < SAME_STOP_SECONDS:
             return
-        if not self._stop_requested:
-            self._first_signal_at = time.monotonic()
         self.stop()
 
     def _install_signal_handlers(self):
