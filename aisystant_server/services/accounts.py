@@ -44,18 +44,20 @@ def _raise_if_taken(db, username, email):
         raise Conflict(details={"username": Msg("field_username_taken")})
 
 
-def authenticate(db, reads, email, password):
+def authenticate(sessions, reads, email, password):
     """The user if the password is right, else None; upgrades an old hash on success.
 
-    The lookup runs in a session of `reads`, closed before the hash: a session holds its
-    pooled connection, and logins at once would hold them all while they hash (~25 ms
-    each), stalling every other request. `db` is only written to, for an upgrade."""
+    No transaction is held while the hash runs (~25 ms): the lookup is done in a session
+    of `reads`, closed first, or logins at once would hold every pooled connection. An
+    upgrade is a transaction of its own from `sessions`, committed at once: in SQLite a
+    write locks the database until its commit, and a login waiting for that lock blocks
+    its whole process (the wait is in C), the lock holder included."""
     with reads() as session:
         user = find_by_email(session, email)
     valid, new_hash = verify_password(password, user.password if user else None)
     if not valid:
         return None
     if new_hash:
-        db.execute(sa.update(User).where(User.id == user.id).values(password=new_hash))
-        user.password = new_hash
+        with sessions() as session, session.begin():
+            session.execute(sa.update(User).where(User.id == user.id).values(password=new_hash))
     return user
