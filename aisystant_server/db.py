@@ -1,8 +1,9 @@
 """The database: one engine per process, one session per request joined to pyramid_tm.
 
 Views and services never commit: pyramid_tm commits when the request succeeds and aborts
-when it raises, so a failed request leaves nothing half-written. Jobs and scripts open
-their own short transactions with `session_factory`.
+when it raises, so a failed request leaves nothing half-written. Reads, and jobs (whose
+every write is one statement guarded in its WHERE clause), run on an autocommit engine:
+each statement on its own, with no BEGIN, COMMIT or ROLLBACK round trips.
 """
 
 import os
@@ -97,6 +98,12 @@ def engine_from_settings(settings, **kwargs):
     return make_engine(settings["sqlalchemy.url"], **kwargs)
 
 
+def autocommit_engine_from_settings(settings):
+    # Switching a pooled connection in and out of autocommit at each use cost more than
+    # the query: these connections stay in it for good.
+    return engine_from_settings(settings, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
+
+
 def run(db, statement, params):
     """`statement` (of plain columns, built once) in the session's transaction, as Core:
     no ORM processing of its parameters or rows, which cost more than the query."""
@@ -111,7 +118,7 @@ def _request_db(request):
     if request.method in READ_METHODS:
         # A read writes nothing: each statement on its own (no BEGIN, no COMMIT or
         # ROLLBACK round trips), the connection back in the pool when the request ends.
-        session = request.registry["db.read_session_factory"]()
+        session = request.registry["db.autocommit_session_factory"]()
         request.add_finished_callback(lambda request: session.close())
         return session
     session = request.registry["db.session_factory"]()
@@ -132,9 +139,7 @@ def includeme(config):
     engine = engine_from_settings(settings)
     config.registry["db.engine"] = engine
     config.registry["db.session_factory"] = make_session_factory(engine)
-    # Reads get connections of their own, in autocommit for good: switching a pooled
-    # connection in and out of it at every request cost more than the query.
-    read_engine = engine_from_settings(settings, isolation_level="AUTOCOMMIT", pool_reset_on_return=None)
-    config.registry["db.read_engine"] = read_engine
-    config.registry["db.read_session_factory"] = make_session_factory(read_engine)
+    autocommit_engine = autocommit_engine_from_settings(settings)
+    config.registry["db.autocommit_engine"] = autocommit_engine
+    config.registry["db.autocommit_session_factory"] = make_session_factory(autocommit_engine)
     config.add_request_method(_request_db, "db", reify=True)

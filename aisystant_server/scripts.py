@@ -252,7 +252,7 @@ def _start_embedded_worker(app):
 
     registry = app.registry
     settings = registry.settings
-    context = configure(JobContext(settings, registry["redis"], registry["db.session_factory"],
+    context = configure(JobContext(settings, registry["redis"], registry["db.autocommit_session_factory"],
                                    make_provider(settings), registry["events"]))
     runtime(context)
     # Replies still in flight at shutdown are redone after the restart (the reaper finds

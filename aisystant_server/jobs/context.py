@@ -5,7 +5,7 @@ server) calls `configure` at start. A plain `rq worker` on our queues configures
 from AISYSTANT_INI on the first job.
 """
 
-from aisystant_server.db import engine_from_settings, make_session_factory
+from aisystant_server.db import autocommit_engine_from_settings, make_session_factory
 from aisystant_server.events import NO_CLIENTS, publisher
 from aisystant_server.llm import make_provider
 from aisystant_server.redis_connection import make_redis
@@ -15,6 +15,9 @@ _current = None
 
 
 class JobContext:
+    """`session_factory` makes sessions in autocommit: each statement of a job stands
+    alone, so every write must be one statement guarded by its WHERE clause."""
+
     def __init__(self, settings, redis, session_factory, provider, events=NO_CLIENTS):
         self.settings, self.redis = settings, redis
         self.session_factory, self.provider = session_factory, provider
@@ -22,7 +25,7 @@ class JobContext:
 
     @classmethod
     def from_settings(cls, settings):
-        return cls(settings, make_redis(settings), make_session_factory(engine_from_settings(settings)),
+        return cls(settings, make_redis(settings), make_session_factory(autocommit_engine_from_settings(settings)),
                    make_provider(settings), publisher(settings))
 
 

@@ -1,8 +1,8 @@
 """The reply job: one assistant answer, streamed from the model, stored once.
 
-Runs in a worker greenlet (or in the embedded server), with its own short transactions:
-claim the reply, read the history, stream from the model (no transaction held), then
-write the outcome naming this attempt. Retryable model failures before the first token
+Runs in a worker greenlet (or in the embedded server), each statement on its own (see
+jobs/context.py): claim the reply, read the history, stream from the model, then write
+the outcome naming this attempt. Retryable model failures before the first token
 are retried with backoff; once text has reached clients, a model failure ends the reply
 in `error` (retrying would show them a second, different beginning).
 
@@ -59,7 +59,7 @@ def generate_reply(reply_id):
 
 
 def _produce(context, reply_id):
-    with context.session_factory() as session, session.begin():
+    with context.session_factory() as session:
         claimed = messages.claim(session, reply_id)
         if claimed is None:
             return "already finished"
@@ -184,7 +184,7 @@ def _end(context, reply, attempt, status, content, meta, error=None):
 
 
 def _store(context, reply, attempt, status, content, meta):
-    with context.session_factory() as session, session.begin():
+    with context.session_factory() as session:
         stored = messages.finish(session, reply.id, attempt, status, content, meta)
     if stored is None:
         return None

@@ -69,9 +69,12 @@ class Runtime:
     def acquire(self, reply_id):
         """Take the reply's lease: its token, or None if a live attempt holds it."""
         token = uuid.uuid4().hex
-        if not self.redis.set(LEASE_KEY.format(reply_id), token, nx=True, ex=self.lease_seconds):
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(LEASE_KEY.format(reply_id), token, nx=True, ex=self.lease_seconds)
+        # This job has left the queue, whether or not it gets the lease: one round trip.
+        forget_queued(pipe, reply_id)
+        if not pipe.execute()[0]:
             return None
-        forget_queued(self.redis, reply_id)
         _, older = self.in_flight.get(reply_id, (None, None))
         if older is not None and older is not gevent.getcurrent():
             # An attempt of this process that outlived its lease (a stalled loop): it

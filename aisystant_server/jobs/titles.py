@@ -35,7 +35,7 @@ def generate_title(reply_id):
     title = clean_title(completion.text)
     if not title:
         return None
-    with context.session_factory() as session, session.begin():
+    with context.session_factory() as session:
         conversation = set_generated_title(session, reply_id, title)
         body = conversation and present.conversation(conversation)
     if body:

@@ -54,6 +54,9 @@ _FINISH = (sa.update(Message)
            .values(status=sa.bindparam("p_status"), content=sa.bindparam("p_content"),
                    meta=sa.bindparam("p_meta", type_=Message.meta.type), updated_at=sa.bindparam("p_now"))
            .returning(*MESSAGE))
+# The outcome `_FINISH` wrote, read back when writing it again finds nothing to update.
+_FINISHED = sa.select(*MESSAGE).where(Message.id == sa.bindparam("p_id"), Message.attempt == sa.bindparam("p_attempt"),
+                                      Message.status == sa.bindparam("p_status"))
 
 
 def store_user_message(db, conversation, user, content):
@@ -116,10 +119,16 @@ def prompt_inputs(session, conversation_id, question_id):
 
 def finish(session, reply_id, attempt, status, content, meta):
     """Write the outcome of `attempt`: (the reply as stored, the conversation's title), or
-    None if the reply is no longer this attempt's."""
+    None if the reply is no longer this attempt's.
+
+    Safe to call again: a connection that broke after the write landed loses only its
+    answer, and the call tried again finds the outcome it wrote (thinking itself
+    superseded, the attempt would never tell the reply's readers that it ended)."""
     now = utcnow()
-    reply = run(session, _FINISH, {"p_id": reply_id, "p_attempt": attempt, "p_status": status,
-                                   "p_content": content, "p_meta": meta, "p_now": now}).first()
+    params = {"p_id": reply_id, "p_attempt": attempt, "p_status": status}
+    reply = run(session, _FINISH, {**params, "p_content": content, "p_meta": meta, "p_now": now}).first()
+    if reply is None:
+        reply = run(session, _FINISHED, params).first()
     if reply is None:
         return None
     return reply, run(session, _ACTIVE, {"p_id": reply.conversation_id, "p_now": now}).scalar()

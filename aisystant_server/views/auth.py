@@ -25,7 +25,7 @@ def login(request):
     data = validate_json(LoginSchema(), request)
     registry = request.registry
     user = login_throttle(request, data["email"]).check(lambda: accounts.authenticate(
-        registry["db.session_factory"], registry["db.read_session_factory"], data["email"], data["password"]))
+        registry["db.session_factory"], registry["db.autocommit_session_factory"], data["email"], data["password"]))
     if user is None:
         raise InvalidCredentials()
     token = request.registry["tokens"].issue(user)

@@ -122,7 +122,7 @@ def make_app(settings):
     yield factory
     for app in apps:
         app.registry["db.engine"].dispose()
-        app.registry["db.read_engine"].dispose()
+        app.registry["db.autocommit_engine"].dispose()
 
 
 @pytest.fixture

@@ -128,7 +128,7 @@ def test_the_reaper_requeues_a_reply_as_soon_as_its_lease_is_missing(testapp, ac
     orphan = insert_exchange(registry, conversation, account.id, "streaming", moment_ago)
     leased = insert_exchange(registry, conversation, account.id, "streaming", moment_ago)
     just_sent = insert_exchange(registry, conversation, account.id, "pending", utcnow())
-    runtime = Runtime(JobContext(registry.settings, registry["redis"], registry["db.session_factory"], None))
+    runtime = Runtime(JobContext(registry.settings, registry["redis"], registry["db.autocommit_session_factory"], None))
     registry["redis"].set(LEASE_KEY.format(leased), "a live attempt")
 
     assert runtime.reap() == [orphan]
@@ -148,7 +148,7 @@ def test_the_reaper_finds_a_lost_reply_behind_more_healthy_ones_than_it_reads_at
     for reply_id in healthy:
         leases.set(LEASE_KEY.format(reply_id), "a live attempt")
     leases.execute()
-    runtime = Runtime(JobContext(registry.settings, registry["redis"], registry["db.session_factory"], None))
+    runtime = Runtime(JobContext(registry.settings, registry["redis"], registry["db.autocommit_session_factory"], None))
 
     assert runtime.reap() == [orphan]
 

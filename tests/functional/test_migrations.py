@@ -83,7 +83,7 @@ def test_original_database_is_upgraded_in_place_keeping_its_rows(original_databa
     listed = testapp.get("/api/chat/conversations", headers=headers).json["data"]
     assert listed[0]["message_count"] == 2
     testapp.app.registry["db.engine"].dispose()
-    testapp.app.registry["db.read_engine"].dispose()
+    testapp.app.registry["db.autocommit_engine"].dispose()
 
     with engine.connect() as connection:
         new_hash = connection.execute(sa.text("SELECT password FROM users")).scalar()
