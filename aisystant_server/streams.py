@@ -83,7 +83,8 @@ class ReplyWriter:
 
     def __init__(self, redis, emitter, reply, attempt):
         self.redis, self.emitter, self.reply = redis, emitter, reply
-        entries = redis.xrange(reply.key)
+        # A first attempt has nothing before it to continue: no round trip to learn so.
+        entries = redis.xrange(reply.key) if attempt > 1 else []
         # Text an earlier attempt streamed: this attempt continues it (see `prefix`).
         self.prefix, self.index = replay(entries)
         self.parts, self.buffer, self.last_flush = [self.prefix], [], 0.0

@@ -155,6 +155,10 @@ def test_api_rate_limit_answers_429_in_the_envelope_with_headers(make_app):
     other_client = testapp.get("/api/auth/me", status=401, extra_environ={"REMOTE_ADDR": "192.0.2.50"})
     assert other_client.headers["RateLimit-Remaining"] == "2"
     testapp.get("/api/health", status=200)
+    # The counts leave Redis with their window, whoever made them.
+    redis = testapp.app.registry["redis"]
+    counters = list(redis.scan_iter("aisystant:ratelimit:*"))
+    assert len(counters) == 2 and all(0 < redis.ttl(key) <= 60 for key in counters)
 
 
 def test_root_names_the_api_and_its_version(testapp):
