@@ -123,12 +123,13 @@ class Run(Processes):
         return {key: {name: scenarios.figures(runs) for name, runs in by_system.items()}
                 for key, by_system in raws.items()}
 
-    def model(self, count):
-        """The model's own time at `count` clients, measured once a run."""
-        key = f"model-{count}"
+    def model(self, count, stream=False):
+        """The model's own time at `count` clients (streamed: see scenarios.model_direct), measured once a run."""
+        key = f"model-{count}{'-streamed' if stream else ''}"
         if key not in self.results:
-            self.results[key] = scenarios.figures([self.cell(None, scenarios.model_direct(replies.MODEL), count,
-                                                             f"send, model called directly, {count} client(s)")])
+            how = "streamed directly" if stream else "called directly"
+            self.results[key] = scenarios.figures([self.cell(None, scenarios.model_direct(replies.MODEL, stream), count,
+                                                             f"send, model {how}, {count} client(s)")])
         return self.results[key]
 
     def reads(self):
@@ -141,9 +142,10 @@ class Run(Processes):
 
     def send(self):
         counts = sorted({1, self.args.clients})
-        models = {count: self.model(count) for count in counts}
+        models = {count: {report.MODEL: self.model(count), report.STREAMED: self.model(count, stream=True)}
+                  for count in counts}
         measured = self.grid([(count, scenarios.send, count, f"send (sync), {count} client(s)") for count in counts])
-        return {count: {"model": models[count], **measured[count]} for count in counts}
+        return {count: {**models[count], **measured[count]} for count in counts}
 
     def history(self):
         sizes = scenarios.HISTORY_SIZES

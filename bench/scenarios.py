@@ -96,12 +96,14 @@ def send_history(size):
     return requests
 
 
-def model_direct(model):
-    """The send's model call made straight to the simulator: the model's own time."""
+def model_direct(model, stream=False):
+    """The send's model call made straight to the simulator: the model's own time (the
+    issue's reference), or with `stream` the same call streamed, as our worker makes it:
+    what streaming the reply costs the upstream and the connection, before any of ours."""
     from aisystant_server.llm.prompt import SYSTEM_PROMPT
 
     body = {"model": model, "max_tokens": 4096, "system": SYSTEM_PROMPT,
-            "messages": [{"role": "user", "content": SEND_QUESTION}]}
+            "messages": [{"role": "user", "content": SEND_QUESTION}], "stream": stream}
 
     def requests(fixture, index):
         return [["POST", "/v1/messages", {"x-api-key": "bench-key", "anthropic-version": "2023-06-01"}, body]]
