@@ -103,7 +103,7 @@ def model_direct(model, stream=False):
     from aisystant_server.llm.prompt import SYSTEM_PROMPT
 
     body = {"model": model, "max_tokens": 4096, "system": SYSTEM_PROMPT,
-            "messages": [{"role": "user", "content": SEND_QUESTION}], "stream": stream}
+            "messages": [{"role": "user", "content": SEND_QUESTION}], **({"stream": True} if stream else {})}
 
     def requests(fixture, index):
         return [["POST", "/v1/messages", {"x-api-key": "bench-key", "anthropic-version": "2023-06-01"}, body]]

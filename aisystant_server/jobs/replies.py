@@ -63,7 +63,11 @@ def _produce(context, reply_id):
         claimed = messages.claim(session, reply_id)
         if claimed is None:
             return "already finished"
-        history, question = messages.prompt_inputs(session, claimed.conversation_id, claimed.reply_to_id)
+        inputs = messages.prompt_inputs(session, claimed.conversation_id, claimed.reply_to_id)
+    if inputs is None:
+        # Deleted since the claim (not the same transaction): the delete told its readers.
+        return "conversation deleted"
+    history, question = inputs
     attempt, meta = claimed.attempt, dict(claimed.meta or {})
     reply = streams.ReplyRef(reply_id, claimed.conversation_id, claimed.created_at)
     settings, redis = context.settings, context.redis

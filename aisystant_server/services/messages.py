@@ -16,7 +16,7 @@ from aisystant_server.errors import PayloadTooLarge
 from aisystant_server.i18n import Msg
 from aisystant_server.llm.prompt import marked
 from aisystant_server.models import Conversation, Message, MessageRole, MessageStatus
-from aisystant_server.services.conversations import MESSAGE
+from aisystant_server.services.conversations import MESSAGE, newest_first
 
 # Answers the model sees again: complete ones, and partial ones (marked).
 ANSWERED = (MessageStatus.COMPLETE, MessageStatus.CANCELLED, MessageStatus.ERROR)
@@ -34,19 +34,23 @@ _CLAIM = (sa.update(Message)
           .values(status=MessageStatus.STREAMING, attempt=Message.attempt + 1, updated_at=sa.bindparam("p_now"))
           .returning(Message.attempt, Message.conversation_id, Message.reply_to_id, Message.meta.label("meta"),
                      Message.created_at))
+# The newest messages up to the question (read by index, whatever the conversation's
+# length), then those the model sees again.
+PROMPT_MESSAGES = 401
+_UP_TO_QUESTION, _NEWEST_FIRST = newest_first(Message, sa.bindparam("p_question_id"), inclusive=True)
+_recent = (sa.select(Message.id, Message.role, Message.content, Message.status).where(_UP_TO_QUESTION)
+           .order_by(*_NEWEST_FIRST).limit(PROMPT_MESSAGES).subquery())
 _reply = aliased(Message)
 _PROMPT = (
-    sa.select(Message.role, Message.content, Message.status)
-    .outerjoin(_reply, _reply.reply_to_id == Message.id)
-    .where(Message.conversation_id == sa.bindparam("p_conversation_id"), Message.id <= sa.bindparam("p_question_id"),
-           sa.or_(Message.id == sa.bindparam("p_question_id"),
-                  sa.and_(Message.role == MessageRole.USER, Message.content != "",
+    sa.select(_recent.c.role, _recent.c.content, _recent.c.status)
+    .outerjoin(_reply, _reply.reply_to_id == _recent.c.id)
+    .where(sa.or_(_recent.c.id == sa.bindparam("p_question_id"),
+                  sa.and_(_recent.c.role == MessageRole.USER, _recent.c.content != "",
                           sa.or_(_reply.id.is_(None),
                                  sa.and_(_reply.status.in_(ANSWERED), _reply.content != ""))),
-                  sa.and_(Message.role == MessageRole.ASSISTANT, Message.content != "",
-                          Message.status.in_(ANSWERED))))
-    .order_by(Message.id.desc())
-    .limit(401)
+                  sa.and_(_recent.c.role == MessageRole.ASSISTANT, _recent.c.content != "",
+                          _recent.c.status.in_(ANSWERED))))
+    .order_by(_recent.c.id.desc())
 )
 _FINISH = (sa.update(Message)
            .where(Message.id == sa.bindparam("p_id"), Message.attempt == sa.bindparam("p_attempt"),
@@ -104,7 +108,8 @@ def claim(session, reply_id):
 
 
 def prompt_inputs(session, conversation_id, question_id):
-    """(earlier turns as (role, text), the question) for a reply, in one query.
+    """(earlier turns as (role, text), the question) for a reply, in one query; None if
+    the question is gone (its conversation was deleted).
 
     What the history keeps: every answer with text, a partial one (cancelled, or cut by
     an error) marked as such, and the questions they answer (and those of the original
@@ -113,6 +118,8 @@ def prompt_inputs(session, conversation_id, question_id):
     would merge into the new question as if the user had asked both at once.
     """
     rows = run(session, _PROMPT, {"p_conversation_id": conversation_id, "p_question_id": question_id}).all()
+    if not rows:
+        return None
     question = rows[0].content
     return [(role, marked(content, status)) for role, content, status in reversed(rows[1:])], question
 

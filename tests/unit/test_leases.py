@@ -2,6 +2,7 @@ import fakeredis
 import gevent
 import pytest
 
+from aisystant_server.jobs.queues import QUEUED_KEY
 from aisystant_server.jobs.runtime import LEASE_KEY, LeaseLost, Runtime
 
 
@@ -31,6 +32,17 @@ def test_a_lease_is_held_by_one_attempt_at_a_time(runtime):
     token = runtime.acquire(7)
     assert token and runtime.redis.get(LEASE_KEY.format(7)).decode() == token
     assert runtime.acquire(7) is None
+
+
+def test_a_dequeued_job_clears_the_queued_marker_with_or_without_the_lease(runtime):
+    # The marker tells the reaper a job waits in a queue; a job that left the queue and
+    # kept it would hide a lost reply from the reaper until the marker expired.
+    runtime.redis.set(QUEUED_KEY.format(7), 1)
+    assert runtime.acquire(7)
+    assert runtime.redis.get(QUEUED_KEY.format(7)) is None
+    runtime.redis.set(QUEUED_KEY.format(7), 1)
+    assert runtime.acquire(7) is None
+    assert runtime.redis.get(QUEUED_KEY.format(7)) is None
 
 
 def test_an_attempt_never_releases_its_successors_lease(runtime):

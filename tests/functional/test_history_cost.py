@@ -1,0 +1,87 @@
+"""A conversation's cost is its own: opening it and building a reply's prompt read its
+newest rows only, however long it is and however many messages everyone else wrote since
+it last moved.
+
+Judged by PostgreSQL's own account of the statements the app ran (EXPLAIN ANALYZE): rows
+read, not time, so the machine's speed does not matter. (Written as `conversation_id = :c
+AND id < :x ORDER BY id DESC`, the page was read by walking the primary key back from the
+newest message of all, through every other conversation's newer messages.)
+"""
+
+import pytest
+import sqlalchemy as sa
+
+from aisystant_server.services import messages
+from tests.functional.test_conversations import create
+
+QUIET, BUSY = 2_000, 1_000
+
+
+@pytest.fixture
+def quiet_conversation(backend, testapp, account):
+    """A long conversation, another one busy since, then a new question in the first:
+    (its id, the question's id)."""
+    if backend != "postgresql":
+        pytest.skip("the plans are PostgreSQL's")
+    quiet, busy = create(testapp, account)["id"], create(testapp, account)["id"]
+    engine = testapp.app.registry["db.autocommit_engine"]
+    with engine.connect() as connection:
+        for conversation, count in ((quiet, QUIET), (busy, BUSY), (quiet, 1)):
+            connection.execute(sa.text(
+                "INSERT INTO messages (conversation_id, user_id, content, role, status, created_at, updated_at,"
+                " attempt) SELECT :c, :u, 'message ' || n, CASE WHEN n % 2 = 1 THEN 'user' ELSE 'assistant' END,"
+                " 'complete', now(), now(), 0 FROM generate_series(1, :n) AS n"), {"c": conversation, "u": account.id,
+                                                                                   "n": count})
+        connection.exec_driver_sql("ANALYZE messages")
+        last = connection.execute(sa.text("SELECT max(id) FROM messages WHERE conversation_id = :c"),
+                                  {"c": quiet}).scalar()
+    return quiet, last
+
+
+def test_opening_a_quiet_conversation_reads_its_page_only(testapp, account, quiet_conversation):
+    conversation, _ = quiet_conversation
+    with statements_run_by(testapp) as ran:
+        page = testapp.get(f"/api/chat/conversations/{conversation}?limit=10", headers=account.headers).json
+    assert [message["content"] for message in page["data"]["messages"]][-2:] == [f"message {QUIET}", "message 1"]
+    assert rows_read(testapp, ran, "FROM messages") <= 11
+
+
+def test_a_reply_prompt_in_a_quiet_conversation_reads_its_newest_messages_only(testapp, quiet_conversation):
+    conversation, question = quiet_conversation
+    with statements_run_by(testapp) as ran, testapp.app.registry["db.autocommit_session_factory"]() as session:
+        history, _ = messages.prompt_inputs(session, conversation, question)
+    assert len(history) == messages.PROMPT_MESSAGES - 1
+    assert rows_read(testapp, ran, "FROM messages") <= messages.PROMPT_MESSAGES
+
+
+class statements_run_by:
+    """The (statement, parameters) the app's read engine runs inside the block."""
+
+    def __init__(self, testapp):
+        self.engine = testapp.app.registry["db.autocommit_engine"]
+        self.ran = []
+
+    def _record(self, connection, cursor, statement, parameters, context, executemany):
+        self.ran.append((statement, parameters))
+
+    def __enter__(self):
+        sa.event.listen(self.engine, "before_cursor_execute", self._record)
+        return self.ran
+
+    def __exit__(self, *exc):
+        sa.event.remove(self.engine, "before_cursor_execute", self._record)
+
+
+def rows_read(testapp, ran, marker):
+    """Rows of `messages` (under its own name, not an alias) that PostgreSQL read to run the
+    recorded statement containing `marker`: returned or filtered out, over every loop."""
+    [(statement, parameters)] = [(statement, parameters) for statement, parameters in ran if marker in statement]
+    with testapp.app.registry["db.autocommit_engine"].connect() as connection:
+        [[plan]] = connection.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters).all()
+    total, nodes = 0, [plan[0]["Plan"]]
+    while nodes:
+        node = nodes.pop()
+        nodes.extend(node.get("Plans", ()))
+        if node.get("Relation Name") == "messages" and node.get("Alias") == "messages":
+            total += (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
+    return total
