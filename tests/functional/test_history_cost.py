@@ -8,6 +8,8 @@ AND id < :x ORDER BY id DESC`, the page was read by walking the primary key back
 newest message of all, through every other conversation's newer messages.)
 """
 
+import contextlib
+
 import pytest
 import sqlalchemy as sa
 
@@ -54,22 +56,19 @@ def test_a_reply_prompt_in_a_quiet_conversation_reads_its_newest_messages_only(t
     assert rows_read(testapp, ran, "FROM messages") <= messages.PROMPT_MESSAGES
 
 
-class statements_run_by:
+@contextlib.contextmanager
+def statements_run_by(testapp):
     """The (statement, parameters) the app's read engine runs inside the block."""
+    engine, ran = testapp.app.registry["db.autocommit_engine"], []
 
-    def __init__(self, testapp):
-        self.engine = testapp.app.registry["db.autocommit_engine"]
-        self.ran = []
+    def record(connection, cursor, statement, parameters, context, executemany):
+        ran.append((statement, parameters))
 
-    def _record(self, connection, cursor, statement, parameters, context, executemany):
-        self.ran.append((statement, parameters))
-
-    def __enter__(self):
-        sa.event.listen(self.engine, "before_cursor_execute", self._record)
-        return self.ran
-
-    def __exit__(self, *exc):
-        sa.event.remove(self.engine, "before_cursor_execute", self._record)
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield ran
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
 
 
 def rows_read(testapp, ran, marker):
