@@ -1,4 +1,5 @@
-"""Accounts: registration and password checks. Services flush, never commit."""
+"""Accounts: registration (in the request's transaction) and password checks (an old hash
+is upgraded by a statement of its own)."""
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -44,20 +45,20 @@ def _raise_if_taken(db, username, email):
         raise Conflict(details={"username": Msg("field_username_taken")})
 
 
-def authenticate(sessions, reads, email, password):
+def authenticate(statements, email, password):
     """The user if the password is right, else None; upgrades an old hash on success.
 
-    No transaction is held while the hash runs (~25 ms): the lookup is done in a session
-    of `reads`, closed first, or logins at once would hold every pooled connection. An
-    upgrade is a transaction of its own from `sessions`, committed at once: in SQLite a
+    `statements` makes autocommit sessions. No connection is held while the hash runs
+    (~25 ms): the lookup's session is closed first, or logins at once would hold every
+    pooled connection. The upgrade is one statement, committed as it runs: in SQLite a
     write locks the database until its commit, and a login waiting for that lock blocks
     its whole process (the wait is in C), the lock holder included."""
-    with reads() as session:
+    with statements() as session:
         user = find_by_email(session, email)
     valid, new_hash = verify_password(password, user.password if user else None)
     if not valid:
         return None
     if new_hash:
-        with sessions() as session, session.begin():
+        with statements() as session:
             session.execute(sa.update(User).where(User.id == user.id).values(password=new_hash))
     return user

@@ -28,8 +28,7 @@ MESSAGE = (Message.id, Message.conversation_id, Message.user_id, Message.role, M
            Message.meta.label("meta"), Message.created_at)
 
 
-
-def newest_first(message, upper, inclusive=False):
+def newest_first(upper, inclusive=False):
     """The messages of conversation `p_conversation_id` with ids below `upper` (or up to
     it), as bounds for the (conversation_id, id) index, and that index's order, newest
     first: (where clause, order by).
@@ -39,9 +38,9 @@ def newest_first(message, upper, inclusive=False):
     anywhere since the conversation's newest one (2,010 rows read for 11 kept, measured
     with a big conversation gone quiet), a cost growing with everyone's history. Only the
     (conversation_id, id) index answers these bounds in this order."""
-    pair, conversation = sa.tuple_(message.conversation_id, message.id), sa.bindparam("p_conversation_id")
+    pair, conversation = sa.tuple_(Message.conversation_id, Message.id), sa.bindparam("p_conversation_id")
     below = pair <= sa.tuple_(conversation, upper) if inclusive else pair < sa.tuple_(conversation, upper)
-    return sa.and_(below, pair > sa.tuple_(conversation, 0)), (message.conversation_id.desc(), message.id.desc())
+    return sa.and_(below, pair > sa.tuple_(conversation, 0)), (Message.conversation_id.desc(), Message.id.desc())
 
 
 _OWN = sa.select(*CONVERSATION).where(Conversation.id == sa.bindparam("p_id"),
@@ -56,7 +55,7 @@ _LIST = (sa.select(*SUMMARY).where(Conversation.user_id == sa.bindparam("p_user_
 _LIST_AFTER = _LIST.where(sa.or_(
     Conversation.updated_at < sa.bindparam("p_updated_at"),
     sa.and_(Conversation.updated_at == sa.bindparam("p_updated_at"), Conversation.id < sa.bindparam("p_after_id"))))
-_IN_PAGE, _NEWEST_FIRST = newest_first(Message, sa.bindparam("p_before"))
+_IN_PAGE, _NEWEST_FIRST = newest_first(sa.bindparam("p_before"))
 _PAGE = sa.select(*MESSAGE).where(_IN_PAGE).order_by(*_NEWEST_FIRST).limit(sa.bindparam("p_limit"))
 
 

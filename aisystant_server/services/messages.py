@@ -37,7 +37,7 @@ _CLAIM = (sa.update(Message)
 # The newest messages up to the question (read by index, whatever the conversation's
 # length), then those the model sees again.
 PROMPT_MESSAGES = 401
-_UP_TO_QUESTION, _NEWEST_FIRST = newest_first(Message, sa.bindparam("p_question_id"), inclusive=True)
+_UP_TO_QUESTION, _NEWEST_FIRST = newest_first(sa.bindparam("p_question_id"), inclusive=True)
 _recent = (sa.select(Message.id, Message.role, Message.content, Message.status).where(_UP_TO_QUESTION)
            .order_by(*_NEWEST_FIRST).limit(PROMPT_MESSAGES).subquery())
 _reply = aliased(Message)

@@ -23,9 +23,8 @@ def register(request):
 @api_view(route_name="auth.login", request_method="POST", permission=NO_PERMISSION_REQUIRED)
 def login(request):
     data = validate_json(LoginSchema(), request)
-    registry = request.registry
     user = login_throttle(request, data["email"]).check(lambda: accounts.authenticate(
-        registry["db.session_factory"], registry["db.autocommit_session_factory"], data["email"], data["password"]))
+        request.registry["db.autocommit_session_factory"], data["email"], data["password"]))
     if user is None:
         raise InvalidCredentials()
     token = request.registry["tokens"].issue(user)
