@@ -155,18 +155,44 @@ _USER = sa.select(User.id, User.username, User.email, User.avatar_url, User.role
     User.id == sa.bindparam("p_id"))
 
 
+class Accounts:
+    """The account a token names, kept `seconds` in this process after it was read.
+
+    Every authenticated request needs its account; reading it each time was a fifth of
+    a REST read's CPU. No part of the product changes or deletes an account once it is
+    registered, so a kept row is the row; an account removed from the database by hand
+    is refused within `seconds` (`ACCOUNT_CACHE_SECONDS`; 0 reads it every time). Misses
+    are never kept. The registry holds one: each app (and each test's app) its own."""
+
+    MAX_KEPT = 10_000
+
+    def __init__(self, seconds):
+        self.seconds = seconds
+        self._kept = {}  # user id -> (monotonic expiry, row)
+
+    def of(self, db, claims):
+        """The user that decoded token `claims` name, or None."""
+        try:
+            user_id = parse_id(str((claims or {}).get("sub") or ""))
+        except KeyError:  # not an id that a row could have
+            return None
+        now = time.monotonic()
+        kept = self._kept.get(user_id)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        user = run(db, _USER, {"p_id": user_id}).first()
+        if user is None:
+            self._kept.pop(user_id, None)
+            return None
+        if len(self._kept) >= self.MAX_KEPT:
+            self._kept.clear()
+        self._kept[user_id] = (now + self.seconds, user)
+        return user
+
+
 def authenticated_user(request):
     """The user of a valid, unrevoked token, or None (reified: one lookup a request)."""
-    return user_of(request.db, request.jwt_claims)
-
-
-def user_of(db, claims):
-    """The user that decoded token `claims` name, or None."""
-    try:
-        user_id = parse_id(str((claims or {}).get("sub") or ""))
-    except KeyError:  # not an id that a row could have
-        return None
-    return run(db, _USER, {"p_id": user_id}).first()
+    return request.registry["accounts"].of(request.db, request.jwt_claims)
 
 
 class SecurityPolicy:
@@ -203,6 +229,7 @@ def includeme(config):
     settings = config.get_settings()
     tokens = TokenService(settings["jwt.secret"], settings["jwt.expires_in"], config.registry["redis"])
     config.registry["tokens"] = tokens
+    config.registry["accounts"] = Accounts(settings["auth.account_cache_seconds"])
     config.add_request_method(lambda request: tokens.claims(request), "jwt_claims", reify=True)
     config.add_request_method(authenticated_user, "authenticated_user", reify=True)
     config.set_security_policy(SecurityPolicy(tokens))

@@ -85,6 +85,7 @@ ENVIRONMENT = {
     "REDIS_URL": ("redis.url", str, ""),
     "JWT_SECRET": ("jwt.secret", str, ""),
     "JWT_EXPIRES_IN": ("jwt.expires_in", as_duration, "7d"),
+    "ACCOUNT_CACHE_SECONDS": ("auth.account_cache_seconds", float, 5.0),
     "ANTHROPIC_API_KEY": ("anthropic.api_key", str, ""),
     "ANTHROPIC_BASE_URL": ("anthropic.base_url", str, ""),
     "CLAUDE_MODEL": ("aisystant.model", str, "claude-sonnet-4-20250514"),

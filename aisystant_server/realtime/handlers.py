@@ -37,7 +37,6 @@ from aisystant_server.models import MessageStatus, User
 from aisystant_server.outages import is_outage
 from aisystant_server.ratelimit import address_of, hit_request_window
 from aisystant_server.schemas.realtime import ConversationEvent, JoinConversation, NewMessage, as_mapping
-from aisystant_server.security import user_of
 from aisystant_server.services import conversations, messages
 from aisystant_server.validation import validate_object
 
@@ -77,7 +76,7 @@ class Handlers:
 
     def _user(self, claims):
         with self.session_factory() as session:
-            user = user_of(session, claims)
+            user = self.registry["accounts"].of(session, claims)
             return user and {"id": user.id, "username": user.username}
 
     # client events

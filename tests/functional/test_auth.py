@@ -3,8 +3,9 @@ import uuid
 
 import jwt
 import pytest
+import sqlalchemy as sa
 
-from tests.functional.conftest import TEST_JWT_SECRET
+from tests.functional.conftest import TEST_JWT_SECRET, register
 
 
 def assert_error(response, status, code):
@@ -246,3 +247,28 @@ def test_a_token_that_logout_revoked_is_refused_by_the_request_free_decoder(test
     assert tokens.decode(account.token)["sub"] == str(account.id)
     testapp.post("/api/auth/logout", headers=account.headers, status=200)
     assert tokens.decode(account.token) is None
+
+
+def _delete_account_by_hand(database_url, user_id):
+    engine = sa.create_engine(database_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("DELETE FROM users WHERE id = :id"), {"id": user_id})
+    engine.dispose()
+
+
+def test_a_token_whose_account_was_removed_by_hand_is_refused(make_app, database_url):
+    testapp = make_app(**{"auth.account_cache_seconds": 0})
+    account = register(testapp)
+    testapp.get("/api/auth/me", headers=account.headers, status=200)
+    _delete_account_by_hand(database_url, account.id)
+    assert_error(testapp.get("/api/auth/me", headers=account.headers, status=401), 401, "unauthorized")
+
+
+def test_a_kept_account_is_read_again_once_its_time_is_up(make_app, database_url):
+    # README: an account removed from the database by hand is refused within ACCOUNT_CACHE_SECONDS.
+    testapp = make_app(**{"auth.account_cache_seconds": 0.5})
+    account = register(testapp)
+    testapp.get("/api/auth/me", headers=account.headers, status=200)
+    _delete_account_by_hand(database_url, account.id)
+    time.sleep(0.6)
+    assert_error(testapp.get("/api/auth/me", headers=account.headers, status=401), 401, "unauthorized")
