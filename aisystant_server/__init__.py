@@ -19,6 +19,7 @@ def main(global_config, **settings):
         config.include(".i18n")  # French by default, English on Accept-Language
         config.include(".db")  # engine, request.db joined to pyramid_tm, pyramid_retry
         config.include(".redis_connection")  # request.redis: Redis, or in-process when embedded
+        config.include(".stream_hub")  # one reader of reply streams for the process's waiting clients
         config.include(".events")  # the process's emitter of real-time events (Socket.IO)
         config.include(".security")  # JWT inside a Pyramid 2 security policy, revocation
         config.include(".http")  # security headers, CORS, request body cap

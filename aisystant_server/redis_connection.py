@@ -23,9 +23,8 @@ def make_redis(settings):
     if not is_embedded(settings):
         # redis-py 8 times reads out after 5 s by default: shorter than our blocking
         # reads (stream waits of 5 s, RQ's dequeue), which would then fail as errors.
-        # It also caps a pool at 100 connections; every client waiting on a reply (SSE,
-        # a synchronous send) holds one while it blocks, so the pool must be sized for
-        # them, not for request concurrency.
+        # It also caps a pool at 100 connections, and a gevent process may have hundreds
+        # of requests in flight, each holding one for the length of a command.
         return redis.Redis.from_url(settings["redis.url"], socket_timeout=60, socket_connect_timeout=5,
                                     socket_keepalive=True, health_check_interval=30,
                                     max_connections=MAX_CONNECTIONS)

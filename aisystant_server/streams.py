@@ -38,7 +38,6 @@ KEEP_SECONDS = 3600
 # A deleted reply's stream stays just long enough for its readers to learn it is gone.
 GONE_KEEP_SECONDS = 60
 FLUSH_SECONDS = 0.1
-BLOCK_MS = 5_000
 # Above any index an attempt can reach (one per coalesced write): where an attempt
 # cannot know the indices of the one before, it starts past them.
 INDEX_STRIDE = 1_000_000
@@ -169,29 +168,6 @@ def finish(redis, reply, event_type, payload, keep_seconds=KEEP_SECONDS):
     except redis_lib.RedisError as error:
         log.warning("reply %s: could not end its stream (%s); readers will find the end in the database",
                     reply.id, error)
-
-
-def read(redis, reply, after_index=-1, timeout=None):
-    """Yield (type, index, data) events from the start, skipping those up to `after_index`;
-    ends after `done`/`error`, or yields ("timeout", None, None) when nothing came in time.
-    `delta` data is the text, `reset` data the whole text so far."""
-    last_id = "0"
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        block = BLOCK_MS if deadline is None else max(1, int(min(BLOCK_MS / 1000, deadline - time.monotonic()) * 1000))
-        answer = redis.xread({reply.key: last_id}, count=500, block=block)
-        if not answer:
-            if deadline is not None and time.monotonic() >= deadline:
-                yield "timeout", None, None
-                return
-            yield "idle", None, None
-            continue
-        entries = answer[0][1]
-        last_id = entries[-1][0]
-        for event in events_of(entries, after_index):
-            yield event
-            if event[0] in ("done", "error"):
-                return
 
 
 def events_of(entries, after_index=-1):

@@ -78,7 +78,7 @@ def _answer_when_done(request, reply, data):
 
 def _wait_for_end(request, reply, timeout, not_found):
     """(`done`, the stored reply), (`error`, {code, message}) or (`timeout`, None)."""
-    for kind, _, data in streams.read(request.redis, reply, after_index=2**62, timeout=timeout):
+    for kind, _, data in request.registry["streams.hub"].read(reply, after_index=2**62, timeout=timeout):
         if kind in ("done", "error"):
             return kind, data
         if kind == "timeout":
@@ -132,7 +132,7 @@ def stream(context, request):
     if row.status not in MessageStatus.in_flight() and not request.redis.exists(reply.key):
         events_iter = _replay_from_database(present.message(row), after)
     else:
-        events_iter = streams.read(request.redis, reply, after_index=after)
+        events_iter = request.registry["streams.hub"].read(reply, after_index=after)
     unavailable = {"code": "service_unavailable", "message": translate(request, Msg("service_unavailable"))}
     not_found = {"code": "not_found", "message": translate(request, Msg("conversation_not_found"))}
     registry = request.registry
