@@ -20,8 +20,9 @@ import redis
 from rq import Queue, Retry, Worker
 from rq.job import JobStatus
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+from rq.suspension import resume, suspend
 
-from aisystant_server.jobs.worker import SAME_STOP_SECONDS
+from aisystant_server.jobs.worker import SAME_STOP_SECONDS, SUSPENSION_CHECK_SECONDS
 from tests import worker_jobs
 
 pytestmark = pytest.mark.slow
@@ -302,6 +303,22 @@ def test_failing_job_lands_in_failed_registry(connection, shared_worker):
     assert job.get_status() == JobStatus.FAILED
     assert job.id in FailedJobRegistry("shared", connection=connection)
     assert "ValueError: boom" in job.latest_result().exc_string
+
+
+@pytest.mark.timeout(60)
+def test_rq_suspend_holds_the_queue_and_rq_resume_releases_it(connection, shared_worker):
+    first = shared_worker.queue.enqueue(worker_jobs.add, 1, 1)
+    wait_for(finished_or_failed([first]), 10, "a job before the suspension")
+    suspend(connection)
+    try:
+        time.sleep(SUSPENSION_CHECK_SECONDS + 0.5)  # the worker has seen the suspension
+        held = shared_worker.queue.enqueue(worker_jobs.add, 2, 2)
+        time.sleep(2)
+        assert held.get_status() == JobStatus.QUEUED
+    finally:
+        resume(connection)
+    wait_for(finished_or_failed([held]), 10, "the held job after the resume")
+    assert held.return_value() == 4
 
 
 @pytest.mark.timeout(60)
