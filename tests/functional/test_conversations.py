@@ -6,6 +6,7 @@ import sqlalchemy as sa
 
 from aisystant_server.models import Message
 from aisystant_server.services import messages
+from tests.functional.conftest import _admin_execute, register
 from tests.functional.test_auth import assert_error
 
 
@@ -190,3 +191,19 @@ def test_without_a_model_sending_is_a_503_and_the_message_is_kept(testapp, accou
         "messages"]
     assert [(m["role"], m["content"]) for m in messages] == [("user", "kubectl get pods hangs")]
     assert response.json["details"]["user_message_id"] == messages[0]["id"]
+
+
+def test_timestamps_are_utc_whatever_the_database_servers_time_zone(backend, database_url, make_app):
+    if backend != "postgresql":
+        pytest.skip("SQLite has no time zone of its own: it stores what it is given")
+    name = sa.engine.make_url(database_url).database
+    _admin_execute(f"ALTER DATABASE {name} SET timezone TO 'America/New_York'")
+    testapp = make_app()
+    account = register(testapp)
+    created = testapp.post_json("/api/chat/conversations", {}, headers=account.headers, status=201).json["data"]
+    listed = testapp.get("/api/chat/conversations", headers=account.headers).json["data"]
+    me = testapp.get("/api/auth/me", headers=account.headers).json["data"]
+    for moment in (created["created_at"], listed[0]["updated_at"], me["created_at"]):
+        assert moment.endswith("Z")
+        assert abs(datetime.fromisoformat(moment.replace("Z", "+00:00")) - datetime.now(timezone.utc)) < timedelta(
+            minutes=5)
