@@ -19,6 +19,7 @@ import redis
 from pyramid.tweens import EXCVIEW
 
 from aisystant_server.errors import RateLimited
+from aisystant_server.security import REVOCATION_LOOKUP, REVOKED_KEY
 
 log = logging.getLogger(__name__)
 EXEMPT_PATHS = ("/api/health",)
@@ -38,15 +39,17 @@ def address_of(environ, settings):
     return environ.get("REMOTE_ADDR")
 
 
-def hit_request_window(connection, address, settings):
+def hit_request_window(connection, address, settings, revoked_key=None):
     """Count one request of `address` (REST or Socket.IO alike): (count, limit, seconds
-    until the window resets)."""
+    until the window resets, whether `revoked_key` exists)."""
     window = max(1, settings["ratelimit.window_ms"] // 1000)
-    count, reset = _hit(connection, f"aisystant:ratelimit:{address}:{int(time.time()) // window}", window)
-    return count, settings["ratelimit.max_requests"], reset
+    keys = [f"aisystant:ratelimit:{address}:{int(time.time()) // window}", *([revoked_key] if revoked_key else [])]
+    count, reset, revoked = _hit(connection, keys, window)
+    return count, settings["ratelimit.max_requests"], reset, revoked
 
 
-# One command where a MULTI/EXEC pipeline took five: this runs on every API request.
+# One command where a MULTI/EXEC pipeline took five, and the token's revocation another
+# round trip: this runs on every API request.
 _HIT = """
 local count = redis.call('INCR', KEYS[1])
 local ttl = redis.call('TTL', KEYS[1])
@@ -54,17 +57,21 @@ if ttl < 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[1])
   ttl = tonumber(ARGV[1])
 end
-return {count, ttl}
+local revoked = 0
+if KEYS[2] then
+  revoked = redis.call('EXISTS', KEYS[2])
+end
+return {count, ttl, revoked}
 """
 _hit_script = None
 
 
-def _hit(connection, key, window_seconds):
+def _hit(connection, keys, window_seconds):
     global _hit_script
     if _hit_script is None:
         _hit_script = connection.register_script(_HIT)
-    count, ttl = _hit_script(keys=[key], args=[window_seconds], client=connection)
-    return count, max(ttl, 1)
+    count, ttl, revoked = _hit_script(keys=keys, args=[window_seconds], client=connection)
+    return count, max(ttl, 1), bool(revoked)
 
 
 def ratelimit_tween_factory(handler, registry):
@@ -73,11 +80,16 @@ def ratelimit_tween_factory(handler, registry):
     def ratelimit_tween(request):
         if not request.path.startswith("/api/") or request.path in EXEMPT_PATHS or request.method == "OPTIONS":
             return handler(request)
+        claims = request.verified_claims
+        jti = claims and claims["jti"]
         try:
-            count, limit, reset = hit_request_window(request.redis, client_address(request), settings)
+            count, limit, reset, revoked = hit_request_window(request.redis, client_address(request), settings,
+                                                              jti and REVOKED_KEY.format(jti))
         except redis.RedisError:
             log.exception("rate limit unavailable (Redis); letting the request through")
             return handler(request)
+        if jti:
+            request.environ[REVOCATION_LOOKUP] = (jti, revoked)
         headers = {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(max(0, limit - count)),
                    "RateLimit-Reset": str(reset)}
         request.add_response_callback(lambda request, response: response.headers.update(headers))

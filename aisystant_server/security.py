@@ -41,6 +41,8 @@ passwords = CryptContext(schemes=["argon2", "bcrypt"], deprecated="auto", argon2
 # Verified against when the email is unknown, so a miss costs the same time as a hit.
 _DUMMY_HASH = passwords.hash("not a real password")
 REVOKED_KEY = "aisystant:revoked:{}"
+# environ key of (jti, revoked) as the rate limit's round trip found them
+REVOCATION_LOOKUP = "aisystant.revocation"
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "sub", "jti"]
 
@@ -100,24 +102,33 @@ class TokenService:
     def issue(self, user):
         return self._jwt.create_token(str(user.id), jti=uuid.uuid4().hex)
 
-    def decode(self, token):
-        """The claims of `token` if it is one of ours, unexpired and not revoked; else
-        None. Needs no request (the Socket.IO handshake uses it); a Redis outage
-        raises `redis.RedisError` rather than passing for "not revoked"."""
+    def verify(self, token):
+        """The claims of `token` if it is one of ours and unexpired, revoked or not; else None."""
         try:
             claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM],
                                 options={"require": REQUIRED_CLAIMS})
         except jwt.InvalidTokenError as error:
             log.info("refused token: %s", error)
             return None
-        if not (isinstance(claims["jti"], str) and claims["jti"]) or is_revoked(self._redis, claims):
-            return None
-        return claims
+        return claims if isinstance(claims["jti"], str) and claims["jti"] else None
+
+    def decode(self, token):
+        """The claims of `token` if it is one of ours, unexpired and not revoked; else
+        None. Needs no request (the Socket.IO handshake uses it); a Redis outage
+        raises `redis.RedisError` rather than passing for "not revoked"."""
+        claims = self.verify(token)
+        return None if claims is None or is_revoked(self._redis, claims) else claims
 
     def claims(self, request):
-        """The valid claims of the request's token, or {} (no token, bad, expired...)."""
-        token = presented_token(request)
-        return (self.decode(token) if token else None) or {}
+        """The valid claims of the request's token, or {} (no token, bad, expired...).
+        Its revocation was looked up in the rate limit's round trip, when the rate limit
+        ran (ratelimit.py); otherwise here."""
+        claims = request.verified_claims
+        if claims is None:
+            return {}
+        looked_up = request.environ.get(REVOCATION_LOOKUP)
+        revoked = looked_up[1] if looked_up and looked_up[0] == claims["jti"] else is_revoked(self._redis, claims)
+        return {} if revoked else claims
 
 
 def presented_token(request):
@@ -132,6 +143,11 @@ def presented_token(request):
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def _verified_claims(tokens, request):
+    token = presented_token(request)
+    return tokens.verify(token) if token else None
 
 
 def presented_credentials(request):
@@ -230,6 +246,7 @@ def includeme(config):
     tokens = TokenService(settings["jwt.secret"], settings["jwt.expires_in"], config.registry["redis"])
     config.registry["tokens"] = tokens
     config.registry["accounts"] = Accounts(settings["auth.account_cache_seconds"])
+    config.add_request_method(lambda request: _verified_claims(tokens, request), "verified_claims", reify=True)
     config.add_request_method(lambda request: tokens.claims(request), "jwt_claims", reify=True)
     config.add_request_method(authenticated_user, "authenticated_user", reify=True)
     config.set_security_policy(SecurityPolicy(tokens))

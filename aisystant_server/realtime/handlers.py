@@ -144,7 +144,7 @@ class Handlers:
                 return None
             language = session["language"]
             try:
-                count, limit, reset = hit_request_window(self.redis, session["address"], self.settings)
+                count, limit, reset, _ = hit_request_window(self.redis, session["address"], self.settings)
                 if count > limit:
                     raise RateLimited(reset)
                 data = handler(sid, session, payload)
