@@ -48,8 +48,9 @@ class UTCDateTime(sa.types.TypeDecorator):
         return value
 
     def result_processor(self, dialect, coltype):
-        # PostgreSQL's sessions are in UTC (`make_engine`): its values arrive aware and in
-        # UTC, and a call per value costs a page of 50 messages a hundred calls.
+        # PostgreSQL's values arrive aware (and, from the app's sessions, in UTC:
+        # `engine_from_settings`); a call per value would cost a page of 50 messages a
+        # hundred calls.
         if dialect.name == "postgresql":
             return None
         return super().result_processor(dialect, coltype)
@@ -72,10 +73,6 @@ def make_engine(url, **kwargs):
         engine = sa.create_engine(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    # Timestamps leave the database in the session's time zone, which is the server's
-    # unless told: the API's are UTC whatever the server's `TimeZone`.
-    options = sa.engine.make_url(url).query.get("options") or ""
-    kwargs.setdefault("connect_args", {"options": f"-c timezone=UTC {options}".strip()})
     engine = sa.create_engine(url, **kwargs)
     event.listen(engine, "handle_error", _retry_after_disconnect)
     return engine
@@ -99,14 +96,30 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
+def _utc_session(dbapi_connection, _record):
+    # Timestamps leave PostgreSQL in the session's time zone, the server's `TimeZone`
+    # unless told: the app's are UTC, whatever the server's. (Not the migrations': the
+    # original product's naive timestamps are in the server's time zone.) A SET rather
+    # than a startup `options`, which older PgBouncers refuse.
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'UTC'")
+    dbapi_connection.autocommit = autocommit
+
+
 def engine_from_settings(settings, **kwargs):
-    if not settings["sqlalchemy.url"].startswith("sqlite"):
-        # Few connections (DATABASE_POOL_SIZE, as many again in a burst), shared by all of
-        # a gevent process's greenlets: a greenlet waits for one (up to 30 s) rather than
-        # open one more, so that processes x engines x pool stay under PostgreSQL's
-        # max_connections (100 by default) even under a burst.
-        kwargs.update(pool_size=settings["sqlalchemy.pool_size"], max_overflow=settings["sqlalchemy.pool_size"])
-    return make_engine(settings["sqlalchemy.url"], **kwargs)
+    """The app's engine: its pools sized, its sessions in UTC."""
+    if settings["sqlalchemy.url"].startswith("sqlite"):
+        return make_engine(settings["sqlalchemy.url"], **kwargs)
+    # Few connections (DATABASE_POOL_SIZE, as many again in a burst), shared by all of a
+    # gevent process's greenlets: a greenlet waits for one (up to 30 s) rather than open
+    # one more, so that processes x engines x pool stay under PostgreSQL's
+    # max_connections (100 by default) even under a burst.
+    kwargs.update(pool_size=settings["sqlalchemy.pool_size"], max_overflow=settings["sqlalchemy.pool_size"])
+    engine = make_engine(settings["sqlalchemy.url"], **kwargs)
+    event.listen(engine, "connect", _utc_session, insert=True)
+    return engine
 
 
 def autocommit_engine_from_settings(settings):

@@ -92,6 +92,34 @@ def test_original_database_is_upgraded_in_place_keeping_its_rows(original_databa
     assert new_hash.startswith("$argon2id$")
 
 
+def test_the_original_products_times_keep_their_instant_when_its_server_is_not_in_utc(redis_url):
+    # The original stored CURRENT_TIMESTAMP in columns without a time zone: the server's
+    # local time. The upgrade reads them in that time zone; the API then says them in UTC.
+    name = f"aisystant_original_tz_{os.getpid()}"
+    _admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", f"CREATE DATABASE {name}",
+                   f"ALTER DATABASE {name} SET timezone TO 'America/New_York'")
+    url = postgres_url(name)
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql(ORIGINAL_DDL)
+        connection.execute(sa.text("INSERT INTO users (username, email, password, created_at) VALUES "
+                                   "('legacy', 'legacy@example.com', :h, '2025-10-01 12:00:00')"),
+                           {"h": bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()})
+    engine.dispose()
+    try:
+        upgrade(url)
+        testapp = webtest.TestApp(main({}, **{"sqlalchemy.url": url, "redis.url": redis_url,
+                                              "jwt.secret": TEST_JWT_SECRET}))
+        token = testapp.post_json("/api/auth/login", {"email": "legacy@example.com",
+                                                      "password": PASSWORD}).json["data"]["token"]
+        me = testapp.get("/api/auth/me", headers={"Authorization": f"Bearer {token}"}).json["data"]
+        assert me["created_at"] == "2025-10-01T16:00:00.000Z"  # noon in New York (EDT)
+        testapp.app.registry["db.engine"].dispose()
+        testapp.app.registry["db.autocommit_engine"].dispose()
+    finally:
+        _admin_execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def test_upgraded_schema_matches_the_models(original_database):
     url, _ = original_database
     upgrade(url)
