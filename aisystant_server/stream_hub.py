@@ -12,14 +12,19 @@ stream the hub already reads gets what came before from an `XRANGE` first, in or
 A Redis failure reaches every reader, as it would have reached its own read.
 """
 
+import copy
+import logging
 import os
 import queue
 import threading
 import time
 import uuid
 
+import redis as redis_lib
+
 from aisystant_server.streams import events_of
 
+log = logging.getLogger(__name__)
 # How long a reader waits without news before it is told "idle" (its caller then checks
 # the database, or keeps an SSE connection alive).
 IDLE_SECONDS = 5.0
@@ -35,14 +40,16 @@ class _Reader:
 class StreamHub:
     def __init__(self, redis):
         self.redis = redis
-        self._lock = threading.Lock()
+        # Reentrant: a reader left unfinished may be collected, and so forgotten, in the
+        # hub's thread while it holds the lock.
+        self._lock = threading.RLock()
         self._readers = {}  # stream key -> {reader: None}
         self._last_ids = {}  # stream key -> id of the last entry handed out
         self._new = []  # readers the hub has not taken in yet
         self._work = threading.Event()  # readers to serve
         self._blocking = False  # the hub is in (or about to enter) its XREAD
         self._pid = None  # the process the hub's thread runs in (a fork starts its own)
-        self._wake_key = None
+        self._wake_key, self._wake_id = None, "0"
 
     def read(self, reply, after_index=-1, timeout=None):
         """Yield (type, index, data) events of `reply`'s stream from its start, skipping
@@ -102,38 +109,44 @@ class StreamHub:
         threading.Thread(target=self._run, name="stream-hub", daemon=True).start()
 
     def _run(self):
-        wake_id = "0"
+        self._wake_id = "0"
         while True:
-            with self._lock:
-                catch_up = self._take_in()
-                self._blocking = bool(self._readers)
-                if not self._blocking:
-                    self._work.clear()
-                streams = {self._wake_key: wake_id, **self._last_ids}
-            if not self._blocking:
-                self._work.wait()
-                continue
             try:
-                for reader, last_id in catch_up:
-                    earlier = self.redis.xrange(reader.key, "-", last_id)
-                    if earlier:
-                        reader.entries.put(earlier)
-                answer = self.redis.xread(streams, count=500, block=_BLOCK_MS)
+                self._serve()
             except Exception as error:  # noqa: BLE001 - every reader hears of it, as from its own read
+                if not isinstance(error, redis_lib.RedisError):
+                    log.exception("stream hub: unexpected failure; its readers are told")
+                    time.sleep(0.1)
                 self._fail_all(error)
+
+    def _serve(self):
+        """One turn: take in new readers, wait for news, hand it out."""
+        with self._lock:
+            catch_up = self._take_in()
+            self._blocking = bool(self._readers)
+            if not self._blocking:
+                self._work.clear()
+            streams = {self._wake_key: self._wake_id, **self._last_ids}
+        if not self._blocking:
+            self._work.wait()
+            return
+        for reader, last_id in catch_up:
+            earlier = self.redis.xrange(reader.key, "-", last_id)
+            if earlier:
+                reader.entries.put(earlier)
+        answer = self.redis.xread(streams, count=500, block=_BLOCK_MS) or ()
+        for key, entries in answer.items() if isinstance(answer, dict) else answer:  # RESP3 answers a map
+            key = key.decode()
+            if key == self._wake_key:
+                self._wake_id = entries[-1][0]
                 continue
-            for key, entries in answer or ():
-                key = key.decode()
-                if key == self._wake_key:
-                    wake_id = entries[-1][0]
+            with self._lock:
+                if key not in self._last_ids:  # its readers are gone
                     continue
-                with self._lock:
-                    if key not in self._last_ids:  # its readers are gone
-                        continue
-                    self._last_ids[key] = entries[-1][0]
-                    readers = list(self._readers[key])
-                for reader in readers:
-                    reader.entries.put(entries)
+                self._last_ids[key] = entries[-1][0]
+                readers = list(self._readers[key])
+            for reader in readers:
+                reader.entries.put(entries)
 
     def _take_in(self):
         """Add the new readers (under the lock). A stream the hub reads already will be
@@ -154,7 +167,16 @@ class StreamHub:
             readers = [reader for followed in self._readers.values() for reader in followed]
             self._readers, self._last_ids = {}, {}
         for reader in readers:
-            reader.entries.put(error)
+            reader.entries.put(_own_copy(error))
+
+
+def _own_copy(error):
+    """A copy of `error` for one reader: raised in every waiting request, one exception
+    would carry all their tracebacks."""
+    try:
+        return copy.copy(error)
+    except Exception:  # noqa: BLE001 - an exception that cannot be rebuilt from its args
+        return error
 
 
 def includeme(config):
