@@ -115,6 +115,17 @@ def test_serve_and_worker_run_several_processes_each(live_server, tmp_path):
         client = socketio.SimpleClient()
         client.connect(base, auth={"token": token}, transports=["websocket"])
         client.disconnect()
+        # Replies waited on and streamed through both API processes (each reads its streams itself).
+        headers = {"Authorization": f"Bearer {token}"}
+        conversation = requests.post(base + "/api/chat/conversations", json={}, headers=headers).json()["data"]["id"]
+        for n in range(4):
+            sent = requests.post(f"{base}/api/chat/conversations/{conversation}/messages",
+                                 json={"content": f"Question {n}"}, headers=headers, timeout=60)
+            assert sent.status_code == 200, sent.text
+            reply = sent.json()["data"]["assistantMessage"]
+            stream = requests.get(f"{base}/api/chat/conversations/{conversation}/messages/{reply['id']}/stream",
+                                  headers=headers, timeout=60)
+            assert stream.text.rstrip().split("\n")[-2] == "event: done"
     finally:
         assert api.stop() == 0
         assert workers.stop() == 0
