@@ -89,7 +89,7 @@ def ratelimit_tween_factory(handler, registry):
             log.exception("rate limit unavailable (Redis); letting the request through")
             return handler(request)
         if jti:
-            request.environ[REVOCATION_LOOKUP] = (jti, revoked)
+            request.environ[REVOCATION_LOOKUP] = revoked
         headers = {"RateLimit-Limit": str(limit), "RateLimit-Remaining": str(max(0, limit - count)),
                    "RateLimit-Reset": str(reset)}
         request.add_response_callback(lambda request, response: response.headers.update(headers))

@@ -41,7 +41,8 @@ passwords = CryptContext(schemes=["argon2", "bcrypt"], deprecated="auto", argon2
 # Verified against when the email is unknown, so a miss costs the same time as a hit.
 _DUMMY_HASH = passwords.hash("not a real password")
 REVOKED_KEY = "aisystant:revoked:{}"
-# environ key of (jti, revoked) as the rate limit's round trip found them
+# environ key of whether the request's token is revoked, as the rate limit's round trip
+# found it (for the same `verified_claims`)
 REVOCATION_LOOKUP = "aisystant.revocation"
 ALGORITHM = "HS256"
 REQUIRED_CLAIMS = ["exp", "sub", "jti"]
@@ -126,8 +127,9 @@ class TokenService:
         claims = request.verified_claims
         if claims is None:
             return {}
-        looked_up = request.environ.get(REVOCATION_LOOKUP)
-        revoked = looked_up[1] if looked_up and looked_up[0] == claims["jti"] else is_revoked(self._redis, claims)
+        revoked = request.environ.get(REVOCATION_LOOKUP)
+        if revoked is None:
+            revoked = is_revoked(self._redis, claims)
         return {} if revoked else claims
 
 

@@ -7,7 +7,7 @@ again after every write of the worker: with 200 replies streaming, 200 connectio
 stream in one blocking `XREAD` and hands the new entries to their readers.
 
 A reader added while that `XREAD` blocks is taken in at once: the hub's `XREAD` also
-reads a wake-up stream of this process's own, which `follow` writes to. A reader of a
+reads a wake-up stream of this process's own, which `_follow` writes to. A reader of a
 stream the hub already reads gets what came before from an `XRANGE` first, in order.
 A Redis failure reaches every reader, as it would have reached its own read.
 """
