@@ -40,7 +40,7 @@ def test_durations(value, seconds):
 
 
 @pytest.mark.parametrize("variable, value", [("PORT", "http"), ("JWT_EXPIRES_IN", "soon"),
-                                             ("RATE_LIMIT_WINDOW_MS", "1.5")])
+                                             ("RATE_LIMIT_WINDOW_MS", "1.5"), ("ACCOUNT_CACHE_SECONDS", "5s")])
 def test_bad_values_name_the_variable(variable, value):
     with pytest.raises(SettingsError, match=variable):
         load_settings({}, {variable: value})
