@@ -31,6 +31,13 @@ def as_list(value):
     return [item for item in re.split(r"[,\s]+", str(value or "")) if item]
 
 
+def as_positive_int(value):
+    number = int(value)
+    if number < 1:
+        raise SettingsError(f"{number} is not a positive number")
+    return number
+
+
 def as_duration(value):
     """Seconds from `7d`, `12h`, `30m`, `45s` or a plain number of seconds (jsonwebtoken's forms)."""
     match = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", str(value))
@@ -95,7 +102,7 @@ ENVIRONMENT = {
     "MAX_BODY_BYTES": ("aisystant.max_body_bytes", int, 1024 * 1024),
     "MAX_MESSAGE_CHARS": ("aisystant.max_message_chars", int, 100_000),
     "DATA_DIR": ("aisystant.data_dir", str, "data"),
-    "DATABASE_POOL_SIZE": ("sqlalchemy.pool_size", int, 5),
+    "DATABASE_POOL_SIZE": ("sqlalchemy.pool_size", as_positive_int, 10),
     "TRUST_PROXY": ("aisystant.trust_proxy", as_bool, False),
     # the HTTP edge (serving.py)
     "HTTP_HEADER_TIMEOUT_SECONDS": ("http.header_timeout", float, 20.0),

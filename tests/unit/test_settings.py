@@ -40,7 +40,8 @@ def test_durations(value, seconds):
 
 
 @pytest.mark.parametrize("variable, value", [("PORT", "http"), ("JWT_EXPIRES_IN", "soon"),
-                                             ("RATE_LIMIT_WINDOW_MS", "1.5"), ("ACCOUNT_CACHE_SECONDS", "5s")])
+                                             ("RATE_LIMIT_WINDOW_MS", "1.5"), ("ACCOUNT_CACHE_SECONDS", "5s"),
+                                             ("DATABASE_POOL_SIZE", "0"), ("DATABASE_POOL_SIZE", "-1")])
 def test_bad_values_name_the_variable(variable, value):
     with pytest.raises(SettingsError, match=variable):
         load_settings({}, {variable: value})
