@@ -48,3 +48,11 @@ def test_a_revoked_token_decodes_to_nothing(tokens):
     token = tokens.issue(types.SimpleNamespace(id=7))
     tokens._redis.set(REVOKED_KEY.format(tokens.decode(token)["jti"]), 1)
     assert tokens.decode(token) is None
+
+
+def test_a_token_verified_before_is_refused_once_it_has_expired(tokens):
+    exp = int(time.time()) + 1
+    token = forged(exp=exp)
+    assert tokens.decode(token)["exp"] == exp  # verified, and kept as such
+    time.sleep(max(0.0, exp - time.time()) + 0.05)
+    assert tokens.decode(token) is None
