@@ -250,7 +250,7 @@ def main(argv=None):
         if args.baseline:
             stack = baseline_stack(args.baseline, log_dir, simulator.url, ini=args.ini)
         else:
-            stack = Stack(log_dir, simulator.url, ini=args.ini)
+            stack = Stack(log_dir, simulator.url, api_processes=1, ini=args.ini)
         processes.systems.append(stack)
         stack.start()
         fixture = scenarios.seed_system(stack, args.clients)

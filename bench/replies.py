@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from measure import CpuMeter, fmt, percentile, print_load_at_end, print_machine, rss_kb  # noqa: E402
 from seed import register  # noqa: E402
 from services import (  # noqa: E402
-    Processes, Simulator, Stack, add_stack_arguments, remove_logs, run_guarded, start_clients)
+    Processes, Simulator, Stack, add_stack_arguments, api_processes, remove_logs, run_guarded, start_clients)
 
 DEFAULT_LEVELS = (1, 50, 200, 500)
 QUICK_LEVELS = (1, 50)
@@ -244,7 +244,7 @@ def summarize(row):
 def print_setup(args):
     print(f"simulator: TTFT {PACE['ttft_ms']:g} ms, {PACE['tokens_per_second']:g} tokens/s, "
           f"{PACE['reply_tokens']} tokens a reply; levels {','.join(map(str, args.levels))}; "
-          f"{args.api_processes} API process(es), {args.workers} worker process(es), {args.ini}; at most "
+          f"{api_processes(args)}, {args.workers} worker process(es), {args.ini}; at most "
           f"{args.per_process} streams per client process", flush=True)
 
 
@@ -480,10 +480,11 @@ def check_arguments(parser, args):
         args.rounds = 1
     if args.capacity is None:
         args.capacity = 0 if args.quick else TARGET_IN_FLIGHT * args.workers
-    if min(args.per_process, args.rounds_at_1, args.direct_rounds_at_1, args.api_processes, args.workers,
-           args.rounds if args.rounds is not None else 1) < 1 or args.capacity < 0 or args.capacity_ttft_ms < 0:
-        parser.error("--per-process, --rounds, --rounds-at-1, --direct-rounds-at-1, "
-                     "--api-processes and --workers must be >= 1, --capacity and --capacity-ttft-ms >= 0")
+    if min(args.per_process, args.rounds_at_1, args.direct_rounds_at_1, args.workers,
+           args.rounds if args.rounds is not None else 1) < 1 or min(args.api_processes, args.capacity,
+                                                                     args.capacity_ttft_ms) < 0:
+        parser.error("--per-process, --rounds, --rounds-at-1, --direct-rounds-at-1 and --workers must be >= 1, "
+                     "--api-processes, --capacity and --capacity-ttft-ms >= 0")
 
 
 def parse_args(argv):

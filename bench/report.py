@@ -6,6 +6,7 @@ import math
 import replies
 import scenarios
 from measure import fmt
+from services import api_processes
 
 TARGET_READS_RATIO = 1.5
 TARGET_SEND_OVERHEAD_MS = 10.0
@@ -26,7 +27,7 @@ def print_setup(args):
           f"{args.duration:g} s measured per cell after {args.warmup:g} s"
           f"{f', {args.repeat} times (the systems alternating, pooled)' if args.repeat > 1 else ''}; "
           f"fixed-delay model {args.model_ms:g} ms; "
-          f"ours: {args.api_processes} API process(es), {args.workers} worker process(es), {args.ini}", flush=True)
+          f"ours: {api_processes(args)}, {args.workers} worker process(es), {args.ini}", flush=True)
     if not args.original:
         print("without --original (or $AISYSTANT_BENCH_ORIGINAL) the ratios to the original are not measured",
               flush=True)

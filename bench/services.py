@@ -303,12 +303,13 @@ class Stack:
     """One checkout of our server: its database, its Redis database, its API process(es)
     and its worker process(es), pointed at a simulator that runs elsewhere.
 
-    `api_processes` > 1: `serve --workers N` when the checkout's `serve` takes it, else N
-    `serve` processes on N ports, the clients spread over them. `workers`: one
+    `api_processes`: `serve --workers N` when the checkout's `serve` takes it, else N
+    `serve` processes on N ports, the clients spread over them; 0, one `serve` with its
+    own default (one process per core in production, with Redis). `workers`: one
     `worker --workers N` when the checkout's `worker` takes it (it then forks N worker
     processes; N = 1 runs in the command's process), else N `worker` commands."""
 
-    def __init__(self, log_dir, simulator_url, api_processes=1, workers=1, name="ours", root=ROOT, bin_dir=BIN,
+    def __init__(self, log_dir, simulator_url, api_processes=0, workers=1, name="ours", root=ROOT, bin_dir=BIN,
                  redis_db=None, redis_prefer=REDIS_DB, ini="production.ini"):
         self.log_dir, self.simulator_url, self.name = log_dir, simulator_url, name
         self.api_processes, self.worker_count = api_processes, workers
@@ -362,9 +363,10 @@ class Stack:
     def start(self):
         self.create_stores()
         env = self.env()
-        self.serve_forks = self.api_processes > 1 and takes_option(self.bin_dir, "serve", "--workers")
+        # `serve` alone may run one process per core: N is given even when it is 1.
+        self.serve_forks = self.api_processes >= 1 and takes_option(self.bin_dir, "serve", "--workers")
         self.worker_forks = takes_option(self.bin_dir, "worker", "--workers")
-        separate = 1 if self.serve_forks else self.api_processes
+        separate = 1 if self.serve_forks or not self.api_processes else self.api_processes
         for index in range(separate):
             port = free_port()
             name = f"{self.name}-server" if separate == 1 else f"{self.name}-server-{index}"
@@ -398,9 +400,14 @@ class Stack:
             pids += descendants(worker.pid) or [worker.pid]
         return pids
 
+    def api_process_count(self):
+        """The processes serving the API: gunicorn's workers below a forking `serve`."""
+        return sum(len(descendants(server.pid)) or 1 for server in self.servers)
+
     def describe(self):
         api = (f"1 `serve --workers {self.api_processes}`" if self.serve_forks
-               else f"{len(self.servers)} `serve` process(es)")
+               else f"{len(self.servers)} `serve` command(s)")
+        api += f" ({self.api_process_count()} API process(es))"
         workers = (f"1 `worker --workers {self.worker_count}`" if self.worker_forks
                    else f"{len(self.workers)} `worker` process(es)")
         return f"{self.name}: {self.root}, {api}, {workers}, {os.path.basename(self.ini)}"
@@ -471,12 +478,20 @@ class Processes:
 
 def add_stack_arguments(parser):
     """The options of our servers under test, shared by the benchmarks."""
-    parser.add_argument("--api-processes", type=int, default=1,
+    parser.add_argument("--api-processes", type=int, default=0,
                         help="our API processes: `serve --workers N` when this checkout's serve takes it, otherwise "
-                             "N `serve` processes on N ports, the clients spread over them (default 1)")
+                             "N `serve` processes on N ports, the clients spread over them (default 0: one `serve` "
+                             "as a user runs it, one process per core in production)")
     parser.add_argument("--workers", type=int, default=1, help="our `aisystant-server worker` processes (default 1)")
     parser.add_argument("--ini", default="production.ini", help="our servers' config file (default production.ini)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs (always kept on error)")
+
+
+def api_processes(args):
+    """`--api-processes` in words, for the headers of the reports."""
+    if args.api_processes:
+        return f"{args.api_processes} API process(es)"
+    return f"`serve`'s own number of API processes (one per core in production: {os.cpu_count()} here)"
 
 
 def remove_logs(log_dir, status, keep=False):
