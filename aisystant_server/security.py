@@ -112,9 +112,9 @@ class TokenService:
 
     def verify(self, token):
         """The claims of `token` if it is one of ours and unexpired, revoked or not; else None."""
-        claims = self._verified.get(token)
-        if claims is not None and claims["exp"] > time.time():  # PyJWT's test, with no leeway
-            return claims
+        kept = self._verified.get(token)
+        if kept is not None and kept[0] > time.time():  # PyJWT's test, with no leeway
+            return kept[1]
         try:
             claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM],
                                 options={"require": REQUIRED_CLAIMS})
@@ -126,7 +126,7 @@ class TokenService:
             return None
         if len(self._verified) >= VERIFIED_KEPT:
             self._verified.clear()
-        self._verified[token] = claims
+        self._verified[token] = (int(claims["exp"]), claims)
         return claims
 
     def decode(self, token):

@@ -34,7 +34,7 @@ def as_list(value):
 def as_positive_int(value):
     number = int(value)
     if number < 1:
-        raise SettingsError(f"{number} is not a positive number")
+        raise SettingsError(f"{number} is not a positive integer")
     return number
 
 

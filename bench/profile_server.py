@@ -248,7 +248,7 @@ def main(argv=None):
         simulator.script(scenarios.FIXED_MARKER, ttft_ms=args.model_ms, tokens_per_second=1e9,
                          reply_tokens=replies.PACE["reply_tokens"])
         if args.baseline:
-            stack = baseline_stack(args.baseline, log_dir, simulator.url, ini=args.ini)
+            stack = baseline_stack(args.baseline, log_dir, simulator.url, api_processes=1, ini=args.ini)
         else:
             stack = Stack(log_dir, simulator.url, api_processes=1, ini=args.ini)
         processes.systems.append(stack)

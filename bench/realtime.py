@@ -46,7 +46,8 @@ sys.path.insert(1, os.path.dirname(BENCH))
 import redis  # noqa: E402
 import requests  # noqa: E402
 
-from measure import cpu_seconds, fmt, percentile, print_load_at_end, print_machine, rss_kb  # noqa: E402
+from measure import (  # noqa: E402
+    cpu_seconds, fmt, percentile, print_load_at_end, print_machine, rss_kb, tree_cpu_seconds)
 from seed import register  # noqa: E402
 from services import (  # noqa: E402
     REDIS_BASE_URL, Child, LoadClient, Processes, Simulator, Stack, add_stack_arguments, free_port, remove_logs,
@@ -316,10 +317,10 @@ class Bench:
         print_row(self.rows[-1], self.args)
 
     def _cpu(self):
-        """CPU seconds so far of the events process, the API process (its Socket.IO server
-        reads every event published too) and the client processes."""
+        """CPU seconds so far of the events process, the API processes (their Socket.IO servers
+        read every event published too; gunicorn's forked ones counted) and the client processes."""
         return {"events": cpu_seconds(self.events.pid),
-                "api": sum(cpu_seconds(pid) for pid in self.stack.server_groups()["api"]),
+                "api": sum(tree_cpu_seconds(pid) for pid in self.stack.server_groups()["api"]),
                 "clients": sum(cpu_seconds(load.pid) for load in self.loads)}
 
     def _ask_real_replies(self, level):

@@ -481,10 +481,9 @@ def check_arguments(parser, args):
     if args.capacity is None:
         args.capacity = 0 if args.quick else TARGET_IN_FLIGHT * args.workers
     if min(args.per_process, args.rounds_at_1, args.direct_rounds_at_1, args.workers,
-           args.rounds if args.rounds is not None else 1) < 1 or min(args.api_processes, args.capacity,
-                                                                     args.capacity_ttft_ms) < 0:
+           args.rounds if args.rounds is not None else 1) < 1 or min(args.capacity, args.capacity_ttft_ms) < 0:
         parser.error("--per-process, --rounds, --rounds-at-1, --direct-rounds-at-1 and --workers must be >= 1, "
-                     "--api-processes, --capacity and --capacity-ttft-ms >= 0")
+                     "--capacity and --capacity-ttft-ms >= 0")
 
 
 def parse_args(argv):

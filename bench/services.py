@@ -11,6 +11,7 @@ its own virtualenv, each with a database and a Redis database of its own, side b
 against one simulator.
 """
 
+import argparse
 import json
 import os
 import re
@@ -476,9 +477,17 @@ class Processes:
         return problems + stop_all([self.simulator] if self.simulator else [])
 
 
+def count(text):
+    """An argparse type: a whole number >= 0."""
+    number = int(text)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{number} is negative")
+    return number
+
+
 def add_stack_arguments(parser):
     """The options of our servers under test, shared by the benchmarks."""
-    parser.add_argument("--api-processes", type=int, default=0,
+    parser.add_argument("--api-processes", type=count, default=0,
                         help="our API processes: `serve --workers N` when this checkout's serve takes it, otherwise "
                              "N `serve` processes on N ports, the clients spread over them (default 0: one `serve` "
                              "as a user runs it, one process per core in production)")
@@ -491,7 +500,9 @@ def api_processes(args):
     """`--api-processes` in words, for the headers of the reports."""
     if args.api_processes:
         return f"{args.api_processes} API process(es)"
-    return f"`serve`'s own number of API processes (one per core in production: {os.cpu_count()} here)"
+    if os.path.basename(args.ini) == "production.ini":
+        return f"`serve`'s own number of API processes (one per core in production: {os.cpu_count()} here)"
+    return f"`serve`'s own number of API processes ({args.ini}: 1 unless WEB_CONCURRENCY says otherwise)"
 
 
 def remove_logs(log_dir, status, keep=False):
