@@ -7,6 +7,7 @@ each statement on its own, with no BEGIN, COMMIT or ROLLBACK round trips.
 """
 
 import os
+from collections import namedtuple
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -134,6 +135,21 @@ def run(db, statement, params):
     """`statement` (of plain columns, built once) in the session's transaction, as Core:
     no ORM processing of its parameters or rows, which cost more than the query."""
     return db.connection().execute(statement, params)
+
+
+def records(db, statement, params):
+    """The rows of `run(db, statement, params)` as named tuples, for pages of rows that
+    are presented field by field: an attribute of SQLAlchemy's Row costs 0.3 us, 15
+    times a named tuple's, and a page of 50 messages spent a tenth of its request on them."""
+    result = run(db, statement, params)
+    record = _RECORD_TYPES.get(statement)
+    if record is None:
+        record = _RECORD_TYPES[statement] = namedtuple("Record", result.keys())
+    return [record._make(row) for row in result]
+
+
+# By statement: every statement given to `records` is built once, at import.
+_RECORD_TYPES = {}
 
 
 def make_session_factory(engine):

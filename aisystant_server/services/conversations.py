@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from aisystant_server import streams
-from aisystant_server.db import run, utcnow
+from aisystant_server.db import records, run, utcnow
 from aisystant_server.errors import ValidationFailed
 from aisystant_server.i18n import Msg
 from aisystant_server.models import Conversation, Message, MessageRole, MessageStatus
@@ -118,7 +118,7 @@ def list_for_user(db, user_id, limit, cursor=None):
     params = {"p_user_id": user_id, "p_limit": limit + 1}
     if cursor:
         params["p_updated_at"], params["p_after_id"] = decode_cursor(cursor)
-    rows = run(db, _LIST_AFTER if cursor else _LIST, params).all()
+    rows = records(db, _LIST_AFTER if cursor else _LIST, params)
     next_cursor = encode_cursor(rows[limit - 1]) if len(rows) > limit else None
     return rows[:limit], next_cursor
 
@@ -144,7 +144,7 @@ def decode_cursor(cursor):
 def messages_page(db, conversation_id, limit, before=None):
     """The newest `limit` messages (before the id `before`), in ascending order, and the
     id to pass as `before` for the previous page (None on the first message)."""
-    rows = run(db, _PAGE, {"p_conversation_id": conversation_id, "p_limit": limit + 1,
-                           "p_before": MAX_ID + 1 if before is None else before}).all()
+    rows = records(db, _PAGE, {"p_conversation_id": conversation_id, "p_limit": limit + 1,
+                               "p_before": MAX_ID + 1 if before is None else before})
     next_before = rows[limit - 1].id if len(rows) > limit else None
     return list(reversed(rows[:limit])), next_before
