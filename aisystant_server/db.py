@@ -145,7 +145,7 @@ def records(db, statement, params):
     record = _RECORD_TYPES.get(statement)
     if record is None:
         record = _RECORD_TYPES[statement] = namedtuple("Record", result.keys())
-    return [record._make(row) for row in result]
+    return [record._make(row) for row in result.all()]
 
 
 # By statement: every statement given to `records` is built once, at import.
