@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,32 @@ class Account:
         self.password = PASSWORD
         self.client = Client(url, language="en")
         self.client.register(self.username, self.email, self.password)
+
+
+@contextmanager
+def ctrl_c_deliverable():
+    """Spawn with SIGINT as a terminal leaves it. A child inherits an ignored or blocked
+    SIGINT from its parent (the test runner's state, not the CLI's) and would never see
+    the Ctrl-C a test sends: two Ctrl-C tests once streamed on for 30 s in full runs."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        if previous == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, previous)
+
+
+def ctrl_c(process):
+    """Press Ctrl-C, once sure the CLI can take it (its SIGINT neither ignored nor blocked)."""
+    status = Path(f"/proc/{process.pid}/status").read_text()
+    masks = dict(line.split(":\t") for line in status.splitlines() if line.startswith(("SigIgn", "SigBlk")))
+    bit = 1 << (signal.SIGINT - 1)
+    assert not any(int(mask, 16) & bit for mask in masks.values()), f"the CLI cannot take Ctrl-C: {masks}"
+    process.send_signal(signal.SIGINT)
 
 
 class Cli:
@@ -75,14 +102,11 @@ class Cli:
             timeout=timeout,
         )
 
-    def popen(self, *args, env=None):
-        return subprocess.Popen(
-            COMMAND + list(args),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self.env(env),
-        )
+    def popen(self, *args, env=None, stdin=subprocess.DEVNULL, text=False):
+        with ctrl_c_deliverable():
+            return subprocess.Popen(COMMAND + list(args), stdin=stdin, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=self.env(env), text=text)
+
 
     def login(self, cli_user):
         result = self("login", "--email", cli_user.email, "--password-stdin", input=cli_user.password + "\n")
@@ -479,7 +503,7 @@ def test_ctrl_c_cancels_the_reply_on_the_server(logged_in, cli_user, live_server
     process = logged_in.popen("ask", f"write a long essay {marker}")
     try:
         assert process.stdout.read(1)
-        process.send_signal(signal.SIGINT)
+        ctrl_c(process)
         _, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
@@ -614,14 +638,13 @@ def wait_for_question(cli_user, text, timeout=20):
 def test_chat_ctrl_c_cancels_the_question_and_the_next_one_is_sent_alone(logged_in, cli_user, live_server):
     cancelled, follow_up = f"and what about {unique('OOMKilled-')}?", f"tell me about {unique('disk-pressure-')}"
     script_upstream(live_server, cancelled, {"ttft_ms": 20000})
-    process = subprocess.Popen(COMMAND + ["chat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=logged_in.env(), text=True)
+    process = logged_in.popen("chat", stdin=subprocess.PIPE, text=True)
     try:
         process.stdin.write(cancelled + "\n")
         process.stdin.flush()
         wait_for_question(cli_user, cancelled)
         time.sleep(0.3)
-        process.send_signal(signal.SIGINT)
+        ctrl_c(process)
         assert process.stderr.readline() == "Interrupted: the reply was cancelled on the server.\n"
         process.stdin.write(follow_up + "\n")
         stdout, stderr = process.communicate(timeout=60)
