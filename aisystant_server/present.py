@@ -4,7 +4,7 @@ from datetime import timezone
 
 
 def timestamp(moment):
-    """`2026-12-03T04:57:16.506Z`; a naive `moment` is taken as UTC (SQLite's are).
+    """`2026-12-03T04:57:16.506Z`; another zone is converted, a naive `moment` taken as UTC.
 
     Formatted by hand: `isoformat` of an aware datetime calls back into its time zone and
     took 1.2 us against 0.8, and a page of 20 conversations holds 60 timestamps."""

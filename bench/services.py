@@ -500,9 +500,8 @@ def api_processes(args):
     """`--api-processes` in words, for the headers of the reports."""
     if args.api_processes:
         return f"{args.api_processes} API process(es)"
-    if os.path.basename(args.ini) == "production.ini":
-        return f"`serve`'s own number of API processes (one per core in production: {os.cpu_count()} here)"
-    return f"`serve`'s own number of API processes ({args.ini}: 1 unless WEB_CONCURRENCY says otherwise)"
+    return (f"`serve`'s own number of API processes (one per core in production, {os.cpu_count()} here; "
+            f"else 1)")
 
 
 def remove_logs(log_dir, status, keep=False):

@@ -107,7 +107,6 @@ class Cli:
             return subprocess.Popen(COMMAND + list(args), stdin=stdin, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, env=self.env(env), text=text)
 
-
     def login(self, cli_user):
         result = self("login", "--email", cli_user.email, "--password-stdin", input=cli_user.password + "\n")
         assert result.returncode == 0, result.stderr
