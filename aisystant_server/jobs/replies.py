@@ -67,15 +67,22 @@ def _produce(context, reply_id):
     if inputs is None:
         # Deleted since the claim (not the same transaction): the delete told its readers.
         return "conversation deleted"
-    history, question = inputs
-    attempt, meta = claimed.attempt, dict(claimed.meta or {})
     reply = streams.ReplyRef(reply_id, claimed.conversation_id, claimed.created_at)
+    typing = {"conversation_id": reply.conversation_id, "username": ASSISTANT}
+    events.emit(context.events, "typing", typing, reply.conversation_id)
+    try:
+        return _write(context, reply, claimed.attempt, dict(claimed.meta or {}), *inputs)
+    finally:
+        # Once the reply's end is told: the sender waits for that, not for this.
+        events.emit(context.events, "stop_typing", typing, reply.conversation_id)
+
+
+def _write(context, reply, attempt, meta, history, question):
+    """Stream this attempt's reply from the model and store how it ended."""
     settings, redis = context.settings, context.redis
     language = meta.get("language", "fr")
-    typing = {"conversation_id": reply.conversation_id, "username": ASSISTANT}
     started = time.monotonic()
     writer = streams.ReplyWriter(redis, context.events, reply, attempt)
-    events.emit(context.events, "typing", typing, reply.conversation_id)
     try:
         if attempt > MAX_ATTEMPTS:
             raise ModelError("too_many_attempts", f"{attempt - 1} attempts were lost or failed")
@@ -115,8 +122,6 @@ def _produce(context, reply_id):
                     duration_ms=_ms(started))
         return _end(context, reply, attempt, MessageStatus.ERROR, writer.text, meta,
                     error={"code": "llm_failed", "message": human})
-    finally:
-        events.emit(context.events, "stop_typing", typing, reply.conversation_id)
     meta.update(model=completion.model, stop_reason=completion.stop_reason,
                 usage={"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens},
                 ttft_ms=_ms(started, writer.first_text_at) if writer.first_text_at else None,

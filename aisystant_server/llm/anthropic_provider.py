@@ -7,10 +7,9 @@ two; a stalled stream surfaces as httpx's ReadTimeout, unwrapped, which is class
 here like the SDK's own timeout.
 """
 
-import json
-
 import anthropic
 import httpx2
+import orjson
 
 from aisystant_server.llm import Completion, ModelError, Provider
 
@@ -87,7 +86,7 @@ def _server_sent_events(chunks):
                 elif field == b"data":
                     data.append(value[1:] if value.startswith(b" ") else value)
             if event is not None and event != "ping":
-                yield event, json.loads(b"\n".join(data))
+                yield event, orjson.loads(b"\n".join(data))
 
 
 def _completion(message):
