@@ -151,6 +151,9 @@ class ConcurrentWorker(BaseWorker):
     """
 
     death_penalty_class = GeventDeathPenalty
+    # RQ logs a second line per job, after "Job OK", to say how long its result is kept:
+    # the same for every job of a queue, so one log record a job fewer.
+    log_result_lifespan = False
     # RQ backs off up to 60 s while Redis is unreachable; queued replies (and those the
     # reaper queues again) should start within seconds of its return.
     max_connection_wait_time = 5.0
