@@ -338,8 +338,11 @@ class EdgeHandler(WebSocketHandler):
         return response
 
     def log_request(self):
-        # pywsgi's access log (the server's `log`), not geventwebsocket's logger.
-        pywsgi.WSGIHandler.log_request(self)
+        # Not pywsgi's access line, nor geventwebsocket's: the access tween (access.py)
+        # logs every request the app answers. pywsgi's was never written (`serve` gives
+        # its server no log, gunicorn's drops it below WARNING) but was formatted, with
+        # the time, at every request.
+        pass
 
     # -- closing
 
