@@ -177,6 +177,8 @@ def figures(raws):
     ok = len(latencies)
     return {
         "ok": ok, "rate": ok / seconds, "p50": percentile(latencies, 0.50), "p99": percentile(latencies, 0.99),
+        # Each run's own rate (with --repeat): how far apart the rounds of one cell were.
+        "rates": [sum(len(result["latencies_ms"]) for result in raw["results"]) / raw["seconds"] for raw in raws],
         "not_ok": sum(statuses.values()) - ok, "statuses": statuses,
         "errors": [error for result in results for error in result["errors"]][:3],
         # CPU milliseconds per successful request, by group of processes.
