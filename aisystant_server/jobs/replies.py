@@ -170,13 +170,13 @@ def _failure(error, settings):
 
 
 def _end(context, reply, attempt, status, content, meta, error=None):
-    """Store the outcome if this attempt still owns the reply, then tell the clients."""
+    """Store the outcome if this attempt still owns the reply, tell the clients, then
+    move the conversation up its owner's list (after: the sender waits for the end)."""
     redis = context.redis
-    stored = _with_database(lambda: _store(context, reply, attempt, status, content, meta))
-    _report(context, reply, attempt, status if stored is not None else "superseded", meta)
-    if stored is None:
+    body = _with_database(lambda: _store(context, reply, attempt, status, content, meta))
+    _report(context, reply, attempt, status if body is not None else "superseded", meta)
+    if body is None:
         return "superseded"
-    body, first = stored
     if error:
         streams.finish(redis, reply, "error", error)
         events.emit(context.events, "message_error", {"conversation_id": reply.conversation_id, "message_id": reply.id,
@@ -184,7 +184,16 @@ def _end(context, reply, attempt, status, content, meta, error=None):
     else:
         streams.finish(redis, reply, "done", body)
     events.emit(context.events, "message_received", body, reply.conversation_id)
-    if first:
+    try:
+        with context.session_factory() as session:
+            title = messages.mark_active(session, reply.conversation_id)
+    except sa.exc.SQLAlchemyError as failure:
+        # The reply is stored and told: only the list's order, and a title, are lost.
+        log.warning("reply %s: conversation not marked active (%s)", reply.id, failure.__class__.__name__,
+                    exc_info=not database_unavailable(failure))
+        return status
+    # Named once a reply completes; the title job checks again before it writes.
+    if status == MessageStatus.COMPLETE and title == DEFAULT_TITLE:
         try:
             enqueue_title(redis, reply.id)
         except redis_lib.RedisError:
@@ -194,12 +203,8 @@ def _end(context, reply, attempt, status, content, meta, error=None):
 
 def _store(context, reply, attempt, status, content, meta):
     with context.session_factory() as session:
-        stored = messages.finish(session, reply.id, attempt, status, content, meta)
-    if stored is None:
-        return None
-    row, title = stored
-    # Named once a reply completes; the title job checks again before it writes.
-    return present.message(row), status == MessageStatus.COMPLETE and title == DEFAULT_TITLE
+        row = messages.finish(session, reply.id, attempt, status, content, meta)
+    return None if row is None else present.message(row)
 
 
 def _with_database(write):

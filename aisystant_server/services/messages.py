@@ -125,20 +125,23 @@ def prompt_inputs(session, conversation_id, question_id):
 
 
 def finish(session, reply_id, attempt, status, content, meta):
-    """Write the outcome of `attempt`: (the reply as stored, the conversation's title), or
-    None if the reply is no longer this attempt's.
+    """Write the outcome of `attempt`: the reply as stored, or None if the reply is no
+    longer this attempt's.
 
     Safe to call again: a connection that broke after the write landed loses only its
     answer, and the call tried again finds the outcome it wrote (thinking itself
     superseded, the attempt would never tell the reply's readers that it ended)."""
-    now = utcnow()
     params = {"p_id": reply_id, "p_attempt": attempt, "p_status": status}
-    reply = run(session, _FINISH, {**params, "p_content": content, "p_meta": meta, "p_now": now}).first()
+    reply = run(session, _FINISH, {**params, "p_content": content, "p_meta": meta, "p_now": utcnow()}).first()
     if reply is None:
         reply = run(session, _FINISHED, params).first()
-    if reply is None:
-        return None
-    return reply, run(session, _ACTIVE, {"p_id": reply.conversation_id, "p_now": now}).scalar()
+    return reply
+
+
+def mark_active(session, conversation_id):
+    """The conversation had news (a reply ended): it moves up its owner's list. Its title,
+    or None if it is gone."""
+    return run(session, _ACTIVE, {"p_id": conversation_id, "p_now": utcnow()}).scalar()
 
 
 def cancel(db, reply, partial_content):

@@ -111,6 +111,25 @@ def test_a_short_title_is_generated_after_the_first_exchange(api):
     assert 0 < len(title) <= 50
 
 
+def test_a_conversation_moves_to_the_top_of_the_list_when_its_reply_ends(api, live_server):
+    answered, tag = api.conversation(), marker()
+    # Named by its user: no title job, which would move it up on its own.
+    api.call("PUT", f"/api/chat/conversations/{answered}", json={"title": "Disk pressure"})
+    script(live_server.simulator_url, tag, [{"ttft_ms": 1500}])
+    reply = api.send(answered, f"Why is the node under disk pressure? {tag}", wait=False).json()["data"]
+    newer = api.conversation()
+
+    def listed():
+        return [conversation["id"] for conversation in api.call("GET", "/api/chat/conversations").json()["data"]]
+
+    assert listed()[:2] == [newer, answered]
+    api.wait_for(answered, reply["assistantMessage"]["id"])
+    deadline = time.monotonic() + 10
+    while listed()[0] != answered and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert listed()[:2] == [answered, newer]
+
+
 def test_a_title_the_user_sets_while_the_title_is_generated_is_kept(api, live_server):
     conversation, tag = api.conversation(), marker()
     script(live_server.simulator_url, tag, [{}, {"ttft_ms": 1500}])  # the title slowly

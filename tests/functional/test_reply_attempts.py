@@ -63,8 +63,8 @@ def test_a_final_write_tried_again_finds_the_outcome_it_wrote(make_app, account)
 
     current = statement(lambda session: messages.claim(session, reply_id)).attempt
     for _ in range(2):
-        stored, _title = statement(lambda session: messages.finish(session, reply_id, current,
-                                                                   MessageStatus.COMPLETE, "the reply's text", {}))
+        stored = statement(lambda session: messages.finish(session, reply_id, current, MessageStatus.COMPLETE,
+                                                           "the reply's text", {}))
         assert (stored.id, stored.status, stored.content) == (reply_id, "complete", "the reply's text")
     assert statement(lambda session: messages.finish(session, reply_id, current - 1, MessageStatus.COMPLETE,
                                                      "an earlier attempt's text", {})) is None
