@@ -10,7 +10,6 @@ import os
 from collections import namedtuple
 from datetime import datetime, timezone
 
-import orjson
 import sqlalchemy as sa
 import zope.sqlalchemy
 from zope.sqlalchemy.datamanager import STATUS_CHANGED
@@ -121,9 +120,6 @@ def engine_from_settings(settings, **kwargs):
     # are given back, so a steady load above the kept size opened and closed a
     # PostgreSQL connection for every few requests (16 readers: the p99 of reads 2.7x).
     kwargs.update(pool_size=settings["sqlalchemy.pool_size"], max_overflow=0)
-    # Metadata decoded in one C call: a page of 50 messages decodes 25 of it. (PostgreSQL's
-    # jsonb holds standard JSON only, which orjson reads as the standard library does.)
-    kwargs.setdefault("json_deserializer", orjson.loads)
     engine = make_engine(settings["sqlalchemy.url"], **kwargs)
     event.listen(engine, "connect", _utc_session, insert=True)
     return engine

@@ -71,10 +71,13 @@ def _produce(context, reply_id):
     typing = {"conversation_id": reply.conversation_id, "username": ASSISTANT}
     events.emit(context.events, "typing", typing, reply.conversation_id)
     try:
-        return _write(context, reply, claimed.attempt, dict(claimed.meta or {}), *inputs)
+        outcome = _write(context, reply, claimed.attempt, dict(claimed.meta or {}), *inputs)
     finally:
-        # Once the reply's end is told: the sender waits for that, not for this.
+        # Last, whatever happened: the sender waits for the reply's end, not for this.
         events.emit(context.events, "stop_typing", typing, reply.conversation_id)
+    if outcome in (MessageStatus.COMPLETE, MessageStatus.ERROR):
+        _mark_active(context, reply, outcome)
+    return outcome
 
 
 def _write(context, reply, attempt, meta, history, question):
@@ -98,7 +101,7 @@ def _write(context, reply, attempt, meta, history, question):
         # The cancel endpoint stored the reply as cancelled and ended its stream; end it
         # again in case this attempt wrote after that.
         with context.session_factory() as session:
-            row = session.get(Message, reply_id)
+            row = session.get(Message, reply.id)
             if row is not None:
                 streams.finish(redis, reply, "done", present.message(row))
         _report(context, reply, attempt, "cancelled", {**meta, "duration_ms": _ms(started)})
@@ -170,8 +173,7 @@ def _failure(error, settings):
 
 
 def _end(context, reply, attempt, status, content, meta, error=None):
-    """Store the outcome if this attempt still owns the reply, tell the clients, then
-    move the conversation up its owner's list (after: the sender waits for the end)."""
+    """Store the outcome if this attempt still owns the reply, then tell the clients."""
     redis = context.redis
     body = _with_database(lambda: _store(context, reply, attempt, status, content, meta))
     _report(context, reply, attempt, status if body is not None else "superseded", meta)
@@ -184,21 +186,30 @@ def _end(context, reply, attempt, status, content, meta, error=None):
     else:
         streams.finish(redis, reply, "done", body)
     events.emit(context.events, "message_received", body, reply.conversation_id)
-    try:
+    return status
+
+
+def _mark_active(context, reply, status):
+    """Move the conversation up its owner's list, once the reply's end is told (the sender
+    waits for that, not for this), and have it named after its first complete reply."""
+    def mark():
         with context.session_factory() as session:
-            title = messages.mark_active(session, reply.conversation_id)
-    except sa.exc.SQLAlchemyError as failure:
-        # The reply is stored and told: only the list's order, and a title, are lost.
-        log.warning("reply %s: conversation not marked active (%s)", reply.id, failure.__class__.__name__,
-                    exc_info=not database_unavailable(failure))
-        return status
-    # Named once a reply completes; the title job checks again before it writes.
+            return messages.mark_active(session, reply.conversation_id)
+
+    try:
+        title = _with_database(mark)
+    except sa.exc.SQLAlchemyError as error:
+        # The reply is stored and told: the list's order is what is lost (and the title
+        # waits for the next reply).
+        log.warning("reply %s: conversation not marked active (%s)", reply.id, error.__class__.__name__,
+                    exc_info=not database_unavailable(error))
+        return
+    # The title job checks the title again before it writes.
     if status == MessageStatus.COMPLETE and title == DEFAULT_TITLE:
         try:
-            enqueue_title(redis, reply.id)
+            enqueue_title(context.redis, reply.id)
         except redis_lib.RedisError:
             log.warning("reply %s: no title job (Redis unavailable)", reply.id)
-    return status
 
 
 def _store(context, reply, attempt, status, content, meta):

@@ -10,6 +10,7 @@ import requests
 import sqlalchemy as sa
 
 from tests.functional.live import Api, marker, script, upstream_requests
+from tests.processes import wait_for_line
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +115,7 @@ def test_a_short_title_is_generated_after_the_first_exchange(api):
 def test_a_conversation_moves_to_the_top_of_the_list_when_its_reply_ends(api, live_server):
     answered, tag = api.conversation(), marker()
     # Named by its user: no title job, which would move it up on its own.
-    api.call("PUT", f"/api/chat/conversations/{answered}", json={"title": "Disk pressure"})
+    assert api.call("PUT", f"/api/chat/conversations/{answered}", json={"title": "Disk pressure"}).status_code == 200
     script(live_server.simulator_url, tag, [{"ttft_ms": 1500}])
     reply = api.send(answered, f"Why is the node under disk pressure? {tag}", wait=False).json()["data"]
     newer = api.conversation()
@@ -128,6 +129,7 @@ def test_a_conversation_moves_to_the_top_of_the_list_when_its_reply_ends(api, li
     while listed()[0] != answered and time.monotonic() < deadline:
         time.sleep(0.05)
     assert listed()[:2] == [answered, newer]
+    assert upstream_requests(live_server.simulator_url, tag, streamed=False) == []  # no title was asked for
 
 
 def test_a_title_the_user_sets_while_the_title_is_generated_is_kept(api, live_server):
@@ -220,6 +222,9 @@ def test_cancel_mid_stream_keeps_the_partial_text(api, live_server):
     assert stored["status"] == "cancelled" and stored["content"] == cancelled["content"]
     events = api.stream(conversation, reply["id"])
     assert events[-1][0] == "done" and events[-1][2]["status"] == "cancelled"
+    # The job ends as cancelled (and counted so), not failed.
+    worker = live_server.workers[0] if live_server.workers else live_server.server
+    wait_for_line(worker, rf"reply cancelled: .*reply_id={reply['id']}\b", timeout=10)
 
 
 def test_cancelling_a_finished_reply_is_a_409(api):
