@@ -276,6 +276,11 @@ def test_new_message_streams_the_reply_to_the_room(new_client, live_server, api)
                    for delta in client.received("message_delta"))
         assert client.received("typing") == [{"conversation_id": conversation, "username": "AiSystant"}]
         assert client.wait_for("stop_typing") == {"conversation_id": conversation, "username": "AiSystant"}
+        # The assistant stops typing once its reply has arrived, not before.
+        events = client.events()
+        arrived = next(index for index, event in enumerate(events)
+                       if event.name == "message_received" and event.data["id"] == pending["id"])
+        assert [event.name for event in events].index("stop_typing") > arrived
         updated = client.wait_for("conversation_updated", lambda c: c["id"] == conversation)
         assert updated["title"] and updated["title"] != "Nouvelle conversation" and len(updated["title"]) <= 50
     assert api.conversation_data(conversation)["title"] == updated["title"]
