@@ -73,11 +73,17 @@ def measure(root, batches, requests):
         admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+def python_of(root):
+    return os.path.join(root, ".venv", "bin", "python")
+
+
 def run_in(root, args):
-    python = os.path.join(root, ".venv", "bin", "python")
-    command = [python, os.path.abspath(__file__), "--measure", root, "--batches", str(args.batches),
+    command = [python_of(root), os.path.abspath(__file__), "--measure", root, "--batches", str(args.batches),
                "--requests", str(args.requests)]
-    return json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"inprocess: measuring {root} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout)
 
 
 def main(argv=None):
@@ -94,6 +100,9 @@ def main(argv=None):
         print(json.dumps(measure(args.measure, args.batches, args.requests)))
         return 0
     roots = {"ours": ROOT, **({"baseline": os.path.abspath(args.baseline)} if args.baseline else {})}
+    for root in roots.values():
+        if not os.path.exists(python_of(root)):
+            parser.error(f"{root} has no .venv (run `make install` there)")
     pooled = {name: {key: [] for key in PATHS} for name in roots}
     for _ in range(args.rounds):
         for name, root in roots.items():
