@@ -2,6 +2,8 @@
 
 from datetime import timezone
 
+import orjson
+
 
 def timestamp(moment):
     """`2026-12-03T04:57:16.506Z`; another zone is converted, a naive `moment` taken as UTC.
@@ -37,6 +39,16 @@ def conversation_summary(row):
 
 
 def message(row):
+    return _message(row, row.meta)
+
+
+def listed_message(row):
+    """A message of a page, whose metadata came as JSON text (`LISTED_MESSAGE`), embedded
+    as it is: for the API's orjson renderer only."""
+    return _message(row, None if row.meta_json is None else orjson.Fragment(row.meta_json))
+
+
+def _message(row, meta):
     return {"id": row.id, "conversation_id": row.conversation_id, "user_id": row.user_id,
             "role": row.role, "content": row.content, "status": row.status,
-            "metadata": row.meta, "created_at": timestamp(row.created_at)}
+            "metadata": meta, "created_at": timestamp(row.created_at)}

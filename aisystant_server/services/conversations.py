@@ -26,6 +26,10 @@ CONVERSATION = (Conversation.id, Conversation.user_id, Conversation.title, Conve
 SUMMARY = (*CONVERSATION, Conversation.message_count, Conversation.last_message_at)
 MESSAGE = (Message.id, Message.conversation_id, Message.user_id, Message.role, Message.content, Message.status,
            Message.meta.label("meta"), Message.created_at)
+# A page's messages: their metadata as the JSON text the database holds, which the response
+# embeds as it is (`present.listed_message`). Decoded into dicts only to be encoded again,
+# it cost a page of 50 messages 110 us, a sixth of its statement.
+LISTED_MESSAGE = (*MESSAGE[:6], sa.cast(Message.meta, sa.Text).label("meta_json"), Message.created_at)
 
 
 def newest_first(upper, inclusive=False):
@@ -56,7 +60,7 @@ _LIST_AFTER = _LIST.where(sa.or_(
     Conversation.updated_at < sa.bindparam("p_updated_at"),
     sa.and_(Conversation.updated_at == sa.bindparam("p_updated_at"), Conversation.id < sa.bindparam("p_after_id"))))
 _IN_PAGE, _NEWEST_FIRST = newest_first(sa.bindparam("p_before"))
-_PAGE = sa.select(*MESSAGE).where(_IN_PAGE).order_by(*_NEWEST_FIRST).limit(sa.bindparam("p_limit"))
+_PAGE = sa.select(*LISTED_MESSAGE).where(_IN_PAGE).order_by(*_NEWEST_FIRST).limit(sa.bindparam("p_limit"))
 
 
 def get_for_user(db, user_id, conversation_id):

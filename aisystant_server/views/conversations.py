@@ -40,7 +40,7 @@ def get(context, request):
     return ok(
         request,
         {"conversation": present.conversation(context.conversation),
-         "messages": [present.message(message) for message in messages]},
+         "messages": [present.listed_message(message) for message in messages]},
         meta={"next_before": next_before},
     )
 
