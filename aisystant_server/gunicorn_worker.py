@@ -15,9 +15,9 @@ class GunicornWorker(GeventPyWSGIWorker):
 
     def patch(self):
         super().patch()
-        from psycogreen.gevent import patch_psycopg
+        from aisystant_server import green
 
-        patch_psycopg()
+        green.patch_libraries()
 
     def load_wsgi(self):
         from aisystant_server.serving import handler_class, settle_memory

@@ -15,6 +15,7 @@ import tempfile
 import click
 
 # Light (no sockets, threads or ssl): safe before gevent patches the standard library.
+from aisystant_server import green
 from aisystant_server.settings import config_path, read_settings
 
 GEVENT_COMMANDS = {"serve", "events", "worker", "simulator"}
@@ -25,12 +26,7 @@ log = logging.getLogger(__name__)
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if GEVENT_COMMANDS & set(argv):
-        from gevent import monkey
-
-        monkey.patch_all()
-        from psycogreen.gevent import patch_psycopg
-
-        patch_psycopg()
+        green.patch_process()
     cli.main(args=argv, prog_name="aisystant-server")
 
 
