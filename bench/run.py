@@ -42,11 +42,15 @@ from measure import print_load_at_end, print_machine  # noqa: E402
 from original import ENV_VARIABLE as ORIGINAL_ENV  # noqa: E402
 from original import Original  # noqa: E402
 from services import (  # noqa: E402
-    Processes, Simulator, Stack, add_stack_arguments, baseline_stack, remove_logs, run_guarded, start_clients)
+    Processes, Simulator, Stack, add_stack_arguments, baseline_stack, max_connections, remove_logs, run_guarded,
+    start_clients)
 
 SCENARIOS = ("reads", "login", "send", "history", "streaming")
 BASELINE_ENV = "AISYSTANT_BENCH_BASELINE"
 BASELINE_REDIS_DB = 15
+# PostgreSQL connections the run keeps for the original (its pool holds 20) and for itself.
+ORIGINAL_CONNECTIONS, OWN_CONNECTIONS = 20, 5
+DEFAULT_POOL_SIZE = 10  # DATABASE_POOL_SIZE's default
 
 
 class Run(Processes):
@@ -75,6 +79,7 @@ class Run(Processes):
                                                redis_prefer=BASELINE_REDIS_DB, **options))
         if not args.no_ours:
             self.systems.append(Stack(self.log_dir, self.simulator.url, **options))
+        fit_database_pools(self.systems)
         for system in self.systems:
             began = time.monotonic()
             system.start()
@@ -174,6 +179,23 @@ class Run(Processes):
         for name in self.args.scenarios:
             print(f"\n[{name}]", flush=True)
             self.results[name] = getattr(self, name)()
+
+
+def fit_database_pools(systems):
+    """Our systems' pools sized so that, full, they stay within PostgreSQL's max_connections
+    beside the original's: two of ours at the default size (2 x 50 on two cores) and the
+    original's 20 would exceed the usual 100 under the sends' load. Left to the server's
+    default when it fits (one of ours, as a user runs it)."""
+    ours = [system for system in systems if isinstance(system, Stack)]
+    if not ours:
+        return
+    reserved = OWN_CONNECTIONS + (ORIGINAL_CONNECTIONS if len(ours) < len(systems) else 0)
+    size = max(1, (max_connections() - reserved) // sum(system.database_pools() for system in ours))
+    if size < DEFAULT_POOL_SIZE:
+        for system in ours:
+            system.pool_size = size
+        print(f"DATABASE_POOL_SIZE={size} for {', '.join(system.name for system in ours)}: their pools, full, stay "
+              f"within PostgreSQL's max_connections beside the others", flush=True)
 
 
 def parse_args(argv):

@@ -207,6 +207,10 @@ def database_url(name):
     return POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
 
 
+def max_connections():
+    return int(admin("SHOW max_connections", fetch=True)[0][0])
+
+
 def backend_pids(database):
     """PostgreSQL's server processes serving `database` now (their CPU is the database's share)."""
     rows = admin(f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}'", fetch=True)
@@ -311,8 +315,9 @@ class Stack:
     processes; N = 1 runs in the command's process), else N `worker` commands."""
 
     def __init__(self, log_dir, simulator_url, api_processes=0, workers=1, name="ours", root=ROOT, bin_dir=BIN,
-                 redis_db=None, redis_prefer=REDIS_DB, ini="production.ini"):
+                 redis_db=None, redis_prefer=REDIS_DB, ini="production.ini", pool_size=None):
         self.log_dir, self.simulator_url, self.name = log_dir, simulator_url, name
+        self.pool_size = pool_size  # DATABASE_POOL_SIZE, when not the server's default
         self.api_processes, self.worker_count = api_processes, workers
         self.root, self.bin_dir, self.ini = root, bin_dir, os.path.join(root, ini)
         self.redis_database = RedisDatabase(redis_db, redis_prefer)
@@ -347,7 +352,12 @@ class Stack:
             "AISYSTANT_INI": self.ini, "RATE_LIMIT_MAX_REQUESTS": "1000000000", "WORKER_CONCURRENCY": "600",
             # Every client of the benchmark connects from 127.0.0.1: up to 500 streams at once.
             "MAX_CONNECTIONS_PER_ADDRESS": "100000",
+            **({"DATABASE_POOL_SIZE": str(self.pool_size)} if self.pool_size else {}),
         }
+
+    def database_pools(self):
+        """PostgreSQL pools its processes may fill: two per API process, one per worker."""
+        return 2 * (self.api_processes or os.cpu_count()) + self.worker_count
 
     def command(self, *args):
         return [os.path.join(self.bin_dir, "aisystant-server"), *args]
