@@ -356,8 +356,10 @@ class Stack:
         }
 
     def database_pools(self):
-        """PostgreSQL pools its processes may fill: two per API process, one per worker."""
-        return 2 * (self.api_processes or os.cpu_count()) + self.worker_count
+        """PostgreSQL pools its processes may fill: two per API process, one per worker. A
+        bare `serve` runs one process per core in production where it takes --workers."""
+        api = self.api_processes or (os.cpu_count() if takes_option(self.bin_dir, "serve", "--workers") else 1)
+        return 2 * api + self.worker_count
 
     def command(self, *args):
         return [os.path.join(self.bin_dir, "aisystant-server"), *args]
