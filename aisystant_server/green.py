@@ -3,7 +3,9 @@
 Light on purpose: `aisystant-server` imports this before it patches anything.
 """
 
+import errno
 import functools
+import os
 import select
 
 POLL_DEFAULT_MASK = select.POLLIN | select.POLLPRI | select.POLLOUT
@@ -44,7 +46,7 @@ class Poll:
     def modify(self, fd, eventmask):
         fd = _fileno(fd)
         if fd not in self._masks:
-            raise FileNotFoundError(2, "No such file or directory")
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
         self._masks[fd] = eventmask
 
     def unregister(self, fd):

@@ -12,6 +12,7 @@ against one simulator.
 """
 
 import argparse
+import functools
 import json
 import os
 import re
@@ -287,6 +288,7 @@ def release_stores(system):
     return errors
 
 
+@functools.cache  # a checkout's help does not change during a run
 def takes_option(bin_dir, command, option):
     """Whether this checkout's `aisystant-server <command>` lists `option` in its help."""
     result = subprocess.run([os.path.join(bin_dir, "aisystant-server"), command, "--help"],

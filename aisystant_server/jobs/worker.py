@@ -44,8 +44,8 @@ worker's connection the job was fetched with.
 
 How to run it (the `aisystant-server worker` command)::
 
-    from gevent import monkey
-    monkey.patch_all()  # first thing, before anything imports socket/threading/redis
+    from aisystant_server import green
+    green.patch_process()  # first thing: gevent, psycogreen, polls (aisystant_server/green.py)
 
     import redis
     from aisystant_server.jobs.worker import run_worker
