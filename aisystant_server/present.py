@@ -33,22 +33,23 @@ def conversation(row):
             "created_at": timestamp(row.created_at), "updated_at": timestamp(row.updated_at)}
 
 
-def conversation_summary(row):
-    return {**conversation(row), "message_count": row.message_count,
-            "last_message_at": timestamp(row.last_message_at)}
+def listed_conversation(row):
+    """A conversation of a page (`LISTED_CONVERSATION`: its timestamps already text)."""
+    return {"id": row.id, "user_id": row.user_id, "title": row.title, "created_at": row.created_at,
+            "updated_at": row.updated_at, "message_count": row.message_count, "last_message_at": row.last_message_at}
 
 
 def message(row):
-    return _message(row, row.meta)
+    return _message(row, row.meta, timestamp(row.created_at))
 
 
 def listed_message(row):
-    """A message of a page, whose metadata came as JSON text (`LISTED_MESSAGE`), embedded
-    as it is: for the API's orjson renderer only."""
-    return _message(row, None if row.meta_json is None else orjson.Fragment(row.meta_json))
+    """A message of a page (`LISTED_MESSAGE`: its timestamp already text, its metadata JSON
+    text embedded as it is, for the API's orjson renderer only)."""
+    return _message(row, None if row.meta_json is None else orjson.Fragment(row.meta_json), row.created_at)
 
 
-def _message(row, meta):
+def _message(row, meta, created_at):
     return {"id": row.id, "conversation_id": row.conversation_id, "user_id": row.user_id,
             "role": row.role, "content": row.content, "status": row.status,
-            "metadata": meta, "created_at": timestamp(row.created_at)}
+            "metadata": meta, "created_at": created_at}

@@ -13,24 +13,30 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from aisystant_server import streams
-from aisystant_server.db import records, run, utcnow
+from aisystant_server.db import api_timestamp, records, run, utcnow
 from aisystant_server.errors import ValidationFailed
 from aisystant_server.i18n import Msg
 from aisystant_server.models import Conversation, Message, MessageRole, MessageStatus
 from aisystant_server.schemas.conversations import DEFAULT_TITLE
 
 MAX_ID = 2**31 - 1
-# What the API shows of a conversation (and, listed, of its messages), and of a message.
+# What the API shows of a conversation and of a message.
 CONVERSATION = (Conversation.id, Conversation.user_id, Conversation.title, Conversation.created_at,
                 Conversation.updated_at)
-SUMMARY = (*CONVERSATION, Conversation.message_count, Conversation.last_message_at)
 MESSAGE = (Message.id, Message.conversation_id, Message.user_id, Message.role, Message.content, Message.status,
            Message.meta.label("meta"), Message.created_at)
-# A page's messages: their metadata as the JSON text the database holds, which the response
-# embeds as it is (`present.listed_message`). Decoded into dicts only to be encoded again,
-# it cost a page of 50 messages 110 us, a sixth of its statement.
-LISTED_MESSAGE = (*MESSAGE[:6], sa.cast(Message.meta, sa.Text).label("meta_json"), Message.created_at)
-
+# Pages of them, presented by `present.listed_conversation` and `present.listed_message`:
+# timestamps as the text the API shows (`api_timestamp`), a message's metadata as the JSON
+# text the database holds, embedded as it is (decoded into dicts only to be encoded again,
+# it cost a page of 50 messages 110 us, a sixth of its statement), and the raw
+# `updated_at` that a next page's cursor needs to the microsecond.
+LISTED_CONVERSATION = (Conversation.id, Conversation.user_id, Conversation.title,
+                       api_timestamp(Conversation.created_at).label("created_at"),
+                       api_timestamp(Conversation.updated_at).label("updated_at"), Conversation.message_count,
+                       api_timestamp(Conversation.last_message_at).label("last_message_at"),
+                       Conversation.updated_at.label("cursor_updated_at"))
+LISTED_MESSAGE = (*MESSAGE[:6], sa.cast(Message.meta, sa.Text).label("meta_json"),
+                  api_timestamp(Message.created_at).label("created_at"))
 
 def newest_first(upper, inclusive=False):
     """The messages of conversation `p_conversation_id` with ids below `upper` (or up to
@@ -54,7 +60,7 @@ _MESSAGE = sa.select(Message).where(Message.id == sa.bindparam("p_id"),
 _CREATE = sa.insert(Conversation).returning(*CONVERSATION)
 _RENAME = (sa.update(Conversation).where(Conversation.id == sa.bindparam("p_id"))
            .values(title=sa.bindparam("p_title"), updated_at=sa.bindparam("p_now")).returning(*CONVERSATION))
-_LIST = (sa.select(*SUMMARY).where(Conversation.user_id == sa.bindparam("p_user_id"))
+_LIST = (sa.select(*LISTED_CONVERSATION).where(Conversation.user_id == sa.bindparam("p_user_id"))
          .order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(sa.bindparam("p_limit")))
 _LIST_AFTER = _LIST.where(sa.or_(
     Conversation.updated_at < sa.bindparam("p_updated_at"),
@@ -128,7 +134,7 @@ def list_for_user(db, user_id, limit, cursor=None):
 
 
 def encode_cursor(conversation):
-    raw = json.dumps([conversation.updated_at.isoformat(), conversation.id]).encode()
+    raw = json.dumps([conversation.cursor_updated_at.isoformat(), conversation.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

@@ -28,7 +28,7 @@ def create(context, request):
 def list_(context, request):
     query = validate_query(ListConversationsQuery(), request)
     rows, next_cursor = conversations.list_for_user(request.db, request.identity.id, query["limit"], query["cursor"])
-    return ok(request, [present.conversation_summary(row) for row in rows], meta={"next_cursor": next_cursor})
+    return ok(request, [present.listed_conversation(row) for row in rows], meta={"next_cursor": next_cursor})
 
 
 @api_view(route_name="conversations", context=ConversationContext, request_method="GET",

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import pytest
 import sqlalchemy as sa
 
-from aisystant_server.models import Message
+from aisystant_server.models import Conversation, Message
 from aisystant_server.services import messages
 from tests.functional.conftest import _admin_execute, register
 from tests.functional.test_auth import assert_error
@@ -79,6 +79,33 @@ def test_list_pages_with_a_cursor_without_gaps_or_repeats(testapp, account):
             break
     assert sorted(seen) == sorted(created)
     assert len(seen) == len(set(seen))
+
+
+def test_pages_show_the_timestamps_a_single_conversation_shows_to_the_millisecond(testapp, account):
+    """Pages have their timestamps formatted by PostgreSQL, a single conversation by the
+    app: the same text, truncated to the millisecond; and the list's cursor still tells
+    apart two conversations moved within the same millisecond."""
+    first, second = create(testapp, account, "first"), create(testapp, account, "second")
+    add_messages(testapp, first["id"], account.id, 1)
+    late = datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    with testapp.app.registry["db.session_factory"]() as session, session.begin():
+        session.execute(sa.update(Message).values(created_at=late))
+        for conversation, moment in ((first, late), (second, late - timedelta(microseconds=1))):
+            session.execute(sa.update(Conversation).where(Conversation.id == conversation["id"]).values(
+                created_at=moment, updated_at=moment, last_message_at=moment))
+    opened = testapp.get(f"/api/chat/conversations/{first['id']}", headers=account.headers).json["data"]
+    listed, cursor = [], None
+    while cursor != "end":
+        page = testapp.get("/api/chat/conversations", {"limit": 1, **({"cursor": cursor} if cursor else {})},
+                           headers=account.headers).json
+        listed += page["data"]
+        cursor = page["meta"]["next_cursor"] or "end"
+    assert [item["title"] for item in listed] == ["first", "second"]
+    assert opened["messages"][0]["created_at"] == "2026-12-31T23:59:59.999Z"
+    assert {key: listed[0][key] for key in ("created_at", "updated_at", "last_message_at")} == {
+        "created_at": opened["conversation"]["created_at"], "updated_at": opened["conversation"]["updated_at"],
+        "last_message_at": "2026-12-31T23:59:59.999Z"}
+    assert opened["conversation"]["updated_at"] == "2026-12-31T23:59:59.999Z"
 
 
 def test_get_returns_the_newest_messages_in_ascending_order_and_pages_back(testapp, account):
