@@ -209,12 +209,19 @@ def _request_db(request):
     return session
 
 
+def _writes(request):
+    # Reads use the autocommit session, which joins no transaction: pyramid_tm has
+    # nothing to begin or commit for them.
+    return request.method not in READ_METHODS
+
+
 def includeme(config):
     settings = config.get_settings()
     settings["tm.manager_hook"] = "pyramid_tm.explicit_manager"
     # pyramid_tm would look up the user for its transaction notes from above the
     # exception views, where a failure (Redis down) could no longer become an envelope.
     settings["tm.annotate_user"] = False
+    settings["tm.activate_hook"] = _writes
     config.include("pyramid_tm")
     config.include("pyramid_retry")
     engine = engine_from_settings(settings)
