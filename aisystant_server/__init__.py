@@ -17,7 +17,7 @@ def main(global_config, **settings):
         config.include(".settings")  # environment overrides, production refuses weak secrets
         config.include(".access")  # request ids, the access log and the request metrics
         config.include(".i18n")  # French by default, English on Accept-Language
-        config.include(".db")  # engine, request.db joined to pyramid_tm, pyramid_retry
+        config.include(".db")  # engines, request.db (joined to pyramid_tm when it writes), pyramid_retry
         config.include(".redis_connection")  # request.redis: Redis, or in-process when embedded
         config.include(".stream_hub")  # one reader of reply streams for the process's waiting clients
         config.include(".events")  # the process's emitter of real-time events (Socket.IO)

@@ -1,9 +1,10 @@
-"""The database: one engine per process, one session per request joined to pyramid_tm.
+"""The database: one engine per process, one session per request.
 
-Views and services never commit: pyramid_tm commits when the request succeeds and aborts
-when it raises, so a failed request leaves nothing half-written. Reads, and jobs (whose
-every write is one statement guarded in its WHERE clause), run on an autocommit engine:
-each statement on its own, with no BEGIN, COMMIT or ROLLBACK round trips.
+Views and services never commit: a request that writes has its session joined to
+pyramid_tm, which commits when the request succeeds and aborts when it raises, so a failed
+request leaves nothing half-written. Reads (which pyramid_tm leaves alone), and jobs
+(whose every write is one statement guarded in its WHERE clause), run on an autocommit
+engine: each statement on its own, with no BEGIN, COMMIT or ROLLBACK round trips.
 """
 
 import os
