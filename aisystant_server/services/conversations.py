@@ -38,6 +38,7 @@ LISTED_CONVERSATION = (Conversation.id, Conversation.user_id, Conversation.title
 LISTED_MESSAGE = (*MESSAGE[:6], sa.cast(Message.meta, sa.Text).label("meta_json"),
                   api_timestamp(Message.created_at).label("created_at"))
 
+
 def newest_first(upper, inclusive=False):
     """The messages of conversation `p_conversation_id` with ids below `upper` (or up to
     it), as bounds for the (conversation_id, id) index, and that index's order, newest
