@@ -6,14 +6,19 @@ The server trusts one proxy, so that each test can speak from addresses of its o
 """
 
 import concurrent.futures
+import threading
 import time
 import uuid
 
 import bcrypt
 import pytest
+import redis
 import requests
 import sqlalchemy as sa
 
+from aisystant_server.errors import RateLimited
+from aisystant_server.ratelimit import _TAKE_SLOT, LoginThrottle
+from aisystant_server.redis_connection import make_redis
 from tests.functional.live import Api
 from tests.functional.test_http_edge import running_server
 
@@ -77,6 +82,81 @@ def test_correct_logins_in_parallel_with_guesses_do_not_buy_the_guesser_more_tri
     statuses = in_parallel(calls)
     assert statuses.count(401) == MAX_FAILURES
     assert set(statuses) <= {200, 401, 429}
+
+
+def test_logins_waiting_for_a_slot_get_it_in_the_order_they_came(redis_url):
+    """Five logins from one address hold its five slots and five more wait, arriving one
+    after another: as the five end one by one, the waiters get the slots in the order they
+    came (asking again at random moments, whoever asked first after a slot was freed took
+    it, and a few logins waited seconds while the others got through)."""
+    connection = redis.Redis.from_url(redis_url) if redis_url else make_redis({})
+    client, granted, releases, threads = address(), [], {}, []
+
+    def attempt(index):
+        releases[index] = threading.Event()
+
+        def verify():
+            granted.append(index)
+            releases[index].wait(30)
+            return "the user"
+        thread = threading.Thread(target=LoginThrottle(connection, client, f"{uuid.uuid4().hex}@example.com",
+                                                       MAX_FAILURES, 900).check, args=(verify,))
+        thread.start()
+        threads.append(thread)
+
+    def granted_count(count):
+        deadline = time.monotonic() + 10
+        while len(granted) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return len(granted)
+
+    for index in range(MAX_FAILURES):
+        attempt(index)
+    assert granted_count(MAX_FAILURES) == MAX_FAILURES
+    waiters = [100 + index for index in range(MAX_FAILURES)]
+    for index in waiters:
+        attempt(index)
+        time.sleep(0.1)
+    for index in range(MAX_FAILURES):
+        releases[index].set()
+        assert granted_count(MAX_FAILURES + index + 1) == MAX_FAILURES + index + 1
+    for index in waiters:
+        releases[index].set()
+    for thread in threads:
+        thread.join(30)
+    assert granted[MAX_FAILURES:] == waiters
+
+
+@pytest.mark.parametrize("gone", ["gave up", "was killed"])
+def test_a_waiter_that_is_gone_does_not_hold_back_the_next(redis_url, gone):
+    """A login that gave up waiting (429) leaves the queue at once; one whose process was
+    killed while it waited is dropped from it `STALE_WAITER_MS` after it came."""
+    connection = redis.Redis.from_url(redis_url) if redis_url else make_redis({})
+    client, releases = address(), [threading.Event() for _ in range(MAX_FAILURES)]
+
+    def throttle(wait_seconds):
+        made = LoginThrottle(connection, client, f"{uuid.uuid4().hex}@example.com", MAX_FAILURES, 900)
+        made.WAIT_SECONDS, made.STALE_WAITER_MS = wait_seconds, 20_000 if gone == "gave up" else 1_000
+        return made
+
+    holders = [threading.Thread(target=throttle(30).check, args=(lambda release=release: release.wait(30) and "x",))
+               for release in releases]
+    for thread in holders:
+        thread.start()
+    time.sleep(0.3)
+    if gone == "gave up":
+        with pytest.raises(RateLimited):
+            throttle(0.3).check(lambda: "the user")
+    else:
+        ghost = throttle(30)
+        assert connection.eval(_TAKE_SLOT, 6, *ghost.keys, MAX_FAILURES, 30_000, ghost.holder,
+                               ghost.STALE_WAITER_MS)[0] == 0
+    releases[0].set()
+    assert throttle(3).check(lambda: "the user") == "the user"
+    for release in releases:
+        release.set()
+    for thread in holders:
+        thread.join(30)
 
 
 def slow_accounts(server, count):
