@@ -109,6 +109,9 @@ _TAKE_SLOT = """
 local max, lease, holder, stale = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+-- Arrivals to the microsecond: two callers in the same millisecond would tie, and a tie
+-- is ordered by the callers' random ids.
+local arrival = tonumber(time[1]) * 1000000 + tonumber(time[2])
 for i = 1, 2 do
   if tonumber(redis.call('GET', KEYS[i]) or '0') >= max then
     redis.call('ZREM', KEYS[5], holder)
@@ -119,8 +122,8 @@ end
 local granted = true
 for i = 1, 2 do
   redis.call('ZREMRANGEBYSCORE', KEYS[i + 2], '-inf', now)
-  redis.call('ZREMRANGEBYSCORE', KEYS[i + 4], '-inf', now - stale)
-  redis.call('ZADD', KEYS[i + 4], 'NX', now, holder)
+  redis.call('ZREMRANGEBYSCORE', KEYS[i + 4], '-inf', arrival - stale * 1000)
+  redis.call('ZADD', KEYS[i + 4], 'NX', arrival, holder)
   redis.call('PEXPIRE', KEYS[i + 4], stale)
   local free = max - tonumber(redis.call('GET', KEYS[i]) or '0') - redis.call('ZCARD', KEYS[i + 2])
   if redis.call('ZRANK', KEYS[i + 4], holder) >= free then

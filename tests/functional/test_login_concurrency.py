@@ -1,5 +1,6 @@
 """The login throttle under real concurrency, against a real `aisystant-server serve`, in
-both modes: correct logins in parallel all succeed, parallel wrong guesses stay capped.
+both modes: correct logins in parallel all succeed, parallel wrong guesses stay capped;
+and, against the mode's Redis, logins waiting for a slot get it in the order they came.
 
 The server trusts one proxy, so that each test can speak from addresses of its own
 (`X-Forwarded-For`) and no test inherits another's failures.
@@ -99,27 +100,28 @@ def test_logins_waiting_for_a_slot_get_it_in_the_order_they_came(redis_url):
             granted.append(index)
             releases[index].wait(30)
             return "the user"
-        thread = threading.Thread(target=LoginThrottle(connection, client, f"{uuid.uuid4().hex}@example.com",
-                                                       MAX_FAILURES, 900).check, args=(verify,))
+        throttle = LoginThrottle(connection, client, f"{uuid.uuid4().hex}@example.com", MAX_FAILURES, 900)
+        thread = threading.Thread(target=throttle.check, args=(verify,))
         thread.start()
         threads.append(thread)
+        return throttle.keys[4]  # the address's queue
 
-    def granted_count(count):
+    def until(condition):
         deadline = time.monotonic() + 10
-        while len(granted) < count and time.monotonic() < deadline:
+        while not condition() and time.monotonic() < deadline:
             time.sleep(0.01)
-        return len(granted)
+        return condition()
 
     for index in range(MAX_FAILURES):
         attempt(index)
-    assert granted_count(MAX_FAILURES) == MAX_FAILURES
+    assert until(lambda: len(granted) == MAX_FAILURES)
     waiters = [100 + index for index in range(MAX_FAILURES)]
-    for index in waiters:
-        attempt(index)
-        time.sleep(0.1)
+    for position, index in enumerate(waiters):
+        queue = attempt(index)
+        assert until(lambda: connection.zcard(queue) == position + 1)  # in, before the next comes
     for index in range(MAX_FAILURES):
         releases[index].set()
-        assert granted_count(MAX_FAILURES + index + 1) == MAX_FAILURES + index + 1
+        assert until(lambda: len(granted) == MAX_FAILURES + index + 1)
     for index in waiters:
         releases[index].set()
     for thread in threads:
@@ -139,11 +141,18 @@ def test_a_waiter_that_is_gone_does_not_hold_back_the_next(redis_url, gone):
         made.WAIT_SECONDS, made.STALE_WAITER_MS = wait_seconds, 20_000 if gone == "gave up" else 1_000
         return made
 
-    holders = [threading.Thread(target=throttle(30).check, args=(lambda release=release: release.wait(30) and "x",))
+    held = []
+
+    def hold(release):
+        held.append(release)
+        return release.wait(30) and "the user"
+    holders = [threading.Thread(target=throttle(30).check, args=(lambda release=release: hold(release),))
                for release in releases]
     for thread in holders:
         thread.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while len(held) < MAX_FAILURES and time.monotonic() < deadline:
+        time.sleep(0.01)
     if gone == "gave up":
         with pytest.raises(RateLimited):
             throttle(0.3).check(lambda: "the user")
