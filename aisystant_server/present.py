@@ -29,14 +29,18 @@ def profile(row):
 
 
 def conversation(row):
-    return {"id": row.id, "user_id": row.user_id, "title": row.title,
-            "created_at": timestamp(row.created_at), "updated_at": timestamp(row.updated_at)}
+    return _conversation(row, timestamp(row.created_at), timestamp(row.updated_at))
 
 
 def listed_conversation(row):
     """A conversation of a page (`LISTED_CONVERSATION`: its timestamps already text)."""
-    return {"id": row.id, "user_id": row.user_id, "title": row.title, "created_at": row.created_at,
-            "updated_at": row.updated_at, "message_count": row.message_count, "last_message_at": row.last_message_at}
+    return {**_conversation(row, row.created_at, row.updated_at), "message_count": row.message_count,
+            "last_message_at": row.last_message_at}
+
+
+def _conversation(row, created_at, updated_at):
+    return {"id": row.id, "user_id": row.user_id, "title": row.title, "created_at": created_at,
+            "updated_at": updated_at}
 
 
 def message(row):

@@ -41,6 +41,7 @@ import scenarios  # noqa: E402
 from measure import print_load_at_end, print_machine  # noqa: E402
 from original import ENV_VARIABLE as ORIGINAL_ENV  # noqa: E402
 from original import Original  # noqa: E402
+from aisystant_server.settings import ENVIRONMENT  # noqa: E402
 from services import (  # noqa: E402
     Processes, Simulator, Stack, add_stack_arguments, baseline_stack, max_connections, remove_logs, run_guarded,
     start_clients)
@@ -50,7 +51,7 @@ BASELINE_ENV = "AISYSTANT_BENCH_BASELINE"
 BASELINE_REDIS_DB = 15
 # PostgreSQL connections the run keeps for the original (its pool holds 20) and for itself.
 ORIGINAL_CONNECTIONS, OWN_CONNECTIONS = 20, 5
-DEFAULT_POOL_SIZE = 10  # DATABASE_POOL_SIZE's default
+DEFAULT_POOL_SIZE = ENVIRONMENT["DATABASE_POOL_SIZE"][2]
 
 
 class Run(Processes):
