@@ -26,3 +26,10 @@ class GunicornWorker(GeventPyWSGIWorker):
         self.wsgi_handler = handler_class(read_settings())
         super().load_wsgi()
         settle_memory()
+
+    def run(self):
+        super().run()
+        from aisystant_server.events import drain
+
+        # Events the last requests emitted may still be on their way out (events.py).
+        drain(timeout=5)

@@ -212,6 +212,7 @@ def _serve(web_app, settings, name, mode, embedded_worker=None):
     import gevent
     import signal
 
+    from aisystant_server.events import drain as drain_events
     from aisystant_server.serving import make_server, settle_memory
 
     address = (settings["aisystant.host"], settings["aisystant.port"])
@@ -234,6 +235,7 @@ def _serve(web_app, settings, name, mode, embedded_worker=None):
         worker, greenlet = embedded_worker
         worker.stop()
         greenlet.join(timeout=EMBEDDED_SHUTDOWN_SECONDS + 5)
+    drain_events(timeout=5)
 
 
 def _start_embedded_worker(app):

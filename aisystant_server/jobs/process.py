@@ -7,10 +7,13 @@ Each process sets up its own context once it runs, after the fork: connections t
 database and Redis are never shared across a fork.
 """
 
+from aisystant_server import events
 from aisystant_server.jobs.context import JobContext, configure
 from aisystant_server.jobs.runtime import runtime
 from aisystant_server.jobs.worker import ConcurrentWorker
 from aisystant_server.settings import read_settings
+
+EVENTS_DRAIN_SECONDS = 5
 
 
 class ReplyWorker(ConcurrentWorker):
@@ -22,4 +25,8 @@ class ReplyWorker(ConcurrentWorker):
 
     def work(self, *args, **kwargs):
         runtime(configure(JobContext.from_settings(read_settings())))
-        return super().work(*args, **kwargs)
+        try:
+            return super().work(*args, **kwargs)
+        finally:
+            # The replies' last events (`message_received`, `stop_typing`) may still be waiting.
+            events.drain(EVENTS_DRAIN_SECONDS)
