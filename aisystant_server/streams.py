@@ -114,30 +114,50 @@ class ReplyWriter:
         if first or time.monotonic() - self.last_flush >= FLUSH_SECONDS:
             self.flush()
 
-    def flush(self, force=False):
-        """Send what is buffered; on a Redis failure keep it for the next flush."""
-        if not self.buffer and not force:
+    def flush(self, force=False, end=None):
+        """Send what is buffered; on a Redis failure keep it for the next flush. With `end`,
+        the reply's final event as `finish` takes it (type, payload), appended in the same
+        round trip: once the outcome is stored, where the text is safe anyway."""
+        entry = self._pending(force)
+        if entry is None and end is None:
             return
-        delta = "".join(self.buffer)
-        if self._reset_due:
-            event, fields = "message_reset", {"type": "reset", "index": self.index, "text": self.text}
-            payload = {"index": self.index, "text": self.text}
-        else:
-            event, fields = "message_delta", {"type": "delta", "index": self.index, "delta": delta}
-            payload = {"index": self.index, "delta": delta}
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.xadd(self.reply.key, fields)
+            if entry is not None:
+                pipe.xadd(self.reply.key, entry[1])
+            if end is not None:
+                pipe.xadd(self.reply.key, _end_fields(*end))
             pipe.expire(self.reply.key, KEEP_SECONDS)
             pipe.execute()
         except redis_lib.RedisError as error:
-            if not self._reset_due:
-                log.warning("reply %s: stream write failed (%s); text kept for the next write", self.reply.id, error)
-            self._reset_due = True
-            # The write may have landed before the connection broke: the reset takes the
-            # next index, or readers who got this one would ignore it.
-            self.index += 1
+            if end is not None:
+                _end_lost(self.reply, error)
+            if entry is not None:
+                self._keep(error)
             return
+        if entry is not None:
+            self._sent(*entry)
+
+    def _pending(self, force):
+        """(event, stream fields, event payload, delta) of what is buffered, or None."""
+        if not self.buffer and not force:
+            return None
+        delta = "".join(self.buffer)
+        if self._reset_due:
+            return ("message_reset", {"type": "reset", "index": self.index, "text": self.text},
+                    {"index": self.index, "text": self.text}, delta)
+        return ("message_delta", {"type": "delta", "index": self.index, "delta": delta},
+                {"index": self.index, "delta": delta}, delta)
+
+    def _keep(self, error):
+        if not self._reset_due:
+            log.warning("reply %s: stream write failed (%s); text kept for the next write", self.reply.id, error)
+        self._reset_due = True
+        # The write may have landed before the connection broke: the reset takes the
+        # next index, or readers who got this one would ignore it.
+        self.index += 1
+
+    def _sent(self, event, _fields, payload, delta):
         self.parts.append(delta)
         self.buffer, self._reset_due = [], False
         events.emit(self.emitter, event, {"conversation_id": self.reply.conversation_id,
@@ -162,12 +182,20 @@ def finish(redis, reply, event_type, payload, keep_seconds=KEEP_SECONDS):
     """
     try:
         pipe = redis.pipeline()
-        pipe.xadd(reply.key, {"type": event_type, "data": json.dumps(payload)})
+        pipe.xadd(reply.key, _end_fields(event_type, payload))
         pipe.expire(reply.key, keep_seconds)
         pipe.execute()
     except redis_lib.RedisError as error:
-        log.warning("reply %s: could not end its stream (%s); readers will find the end in the database",
-                    reply.id, error)
+        _end_lost(reply, error)
+
+
+def _end_fields(event_type, payload):
+    return {"type": event_type, "data": json.dumps(payload)}
+
+
+def _end_lost(reply, error):
+    log.warning("reply %s: could not end its stream (%s); readers will find the end in the database",
+                reply.id, error)
 
 
 def events_of(entries, after_index=-1):

@@ -41,7 +41,7 @@ MAX_BACKOFF_SECONDS = 30.0
 # Attempts lost with their worker, before a reply is given up as failed (never a loop).
 MAX_ATTEMPTS = 5
 # How long the final write waits for an unreachable database before leaving the reply
-# to the reaper (the text is safe in the reply's stream meanwhile).
+# to the reaper (whose next attempt continues the text the reply's stream holds).
 DATABASE_PATIENCE_SECONDS = 120
 
 
@@ -96,7 +96,6 @@ def _write(context, reply, attempt, meta, history, question):
             # An earlier attempt was lost mid-way: the model continues its text.
             prompt.append({"role": "assistant", "content": writer.model_prefix})
         completion = _stream_with_retries(context, writer, prompt)
-        writer.flush()
     except ReplyCancelled:
         # The cancel endpoint stored the reply as cancelled and ended its stream; end it
         # again in case this attempt wrote after that.
@@ -116,22 +115,20 @@ def _write(context, reply, attempt, meta, history, question):
             metrics.store_error(error)
             _report(context, reply, attempt, "interrupted", {**meta, "duration_ms": _ms(started)})
             raise  # not the model's failure: the reaper redoes the reply once it is back
-        writer.flush()
         human, reason = _failure(error, settings)
         human = human.render(language)
         # The model's own words help whoever reads the reply; a bug of ours is in the log only.
         detail = {"detail": str(error)[:500]} if isinstance(error, ModelError) else {}
         meta.update(error={"code": "llm_failed", "reason": reason, "message": human, **detail},
                     duration_ms=_ms(started))
-        return _end(context, reply, attempt, MessageStatus.ERROR, writer.text, meta,
-                    error={"code": "llm_failed", "message": human})
+        return _end(context, writer, attempt, MessageStatus.ERROR, meta, error={"code": "llm_failed", "message": human})
     meta.update(model=completion.model, stop_reason=completion.stop_reason,
                 usage={"input_tokens": completion.input_tokens, "output_tokens": completion.output_tokens},
                 ttft_ms=_ms(started, writer.first_text_at) if writer.first_text_at else None,
                 duration_ms=_ms(started))
     if attempt > 1:
         meta["attempts"] = attempt
-    return _end(context, reply, attempt, MessageStatus.COMPLETE, writer.text, meta)
+    return _end(context, writer, attempt, MessageStatus.COMPLETE, meta)
 
 
 def _stream_with_retries(context, writer, prompt_messages):
@@ -172,20 +169,24 @@ def _failure(error, settings):
     return Msg("llm_failed"), error.code
 
 
-def _end(context, reply, attempt, status, content, meta, error=None):
-    """Store the outcome if this attempt still owns the reply, then tell the clients."""
-    redis = context.redis
-    body = _with_database(lambda: _store(context, reply, attempt, status, content, meta))
-    _report(context, reply, attempt, status if body is not None else "superseded", meta)
+def _end(context, writer, attempt, status, meta, error=None):
+    """Store the outcome if this attempt still owns the reply, then tell the clients: the
+    text not sent yet goes with the end, in one round trip. (Were the attempt to stop
+    before, what its readers saw is what the next attempt continues.)"""
+    reply = writer.reply
+    body = _with_database(lambda: _store(context, reply, attempt, status, writer.text, meta))
     if body is None:
+        _report(context, reply, attempt, "superseded", meta)
         return "superseded"
     if error:
-        streams.finish(redis, reply, "error", error)
+        writer.flush(end=("error", error))
         events.emit(context.events, "message_error", {"conversation_id": reply.conversation_id, "message_id": reply.id,
                                              **error}, reply.conversation_id)
     else:
-        streams.finish(redis, reply, "done", body)
+        writer.flush(end=("done", body))
     events.emit(context.events, "message_received", body, reply.conversation_id)
+    # Once the end is told: the sender waits for that, not for the log line.
+    _report(context, reply, attempt, status, meta)
     return status
 
 

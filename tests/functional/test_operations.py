@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 
 import pytest
 import requests
@@ -345,8 +346,12 @@ def test_metrics_add_up_the_processes_of_serve_and_worker(database_url, redis_ur
         conversation = api.conversation()
         assert api.send(conversation, "Why is the node NotReady?").json()["data"]["assistantMessage"][
             "status"] == "complete"
-        worker_metrics = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
-        found = samples(worker_metrics.text)
+        # Counted by the worker just after it told the reply's end, which the answer waited for.
+        for _ in range(50):
+            found = samples(requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text)
+            if value(found, "aisystant_replies_total", outcome="complete"):
+                break
+            time.sleep(0.1)
         assert value(found, "aisystant_replies_total", outcome="complete") == 1
         assert value(found, "aisystant_reply_ttft_seconds_count") == 1
         assert sum(count for (name, labels), count in found.items()
