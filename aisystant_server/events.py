@@ -126,9 +126,11 @@ class PipelinedRedisManager(socketio.RedisManager):
             ready.clear()
             while waiting:
                 batch = [waiting.popleft() for _ in range(min(len(waiting), MAX_BATCH))]
-                self._send([item for item in batch if not isinstance(item, threading.Event)])
+                messages = [item for item in batch if not isinstance(item, threading.Event)]
+                if messages:
+                    self._send(messages)
                 for item in batch:
-                    if isinstance(item, threading.Event):
+                    if isinstance(item, threading.Event):  # a `drain` waiting for what came before
                         item.set()
 
     def _send(self, messages):
