@@ -20,7 +20,8 @@ The rules that let every reader, fresh or resuming, end with exactly the stored 
 
 Writers coalesce deltas: the first piece of text goes out at once (time to first token
 is what a user feels), later pieces at most every `FLUSH_SECONDS`, so a fast model
-costs ten writes a second per reply instead of hundreds (each a stream entry and an event).
+costs ten writes a second per reply instead of hundreds (each a stream entry and an event);
+the last piece goes with the reply's end, once the outcome is stored.
 """
 
 import json
