@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 NAMESPACE = "/"
 # Messages one round trip carries at most.
 MAX_BATCH = 200
+# How long a stopping process waits for what it was given to publish.
+DRAIN_SECONDS = 5
 _managers = weakref.WeakSet()  # this process's PipelinedRedisManagers, for `drain`
 
 
@@ -76,7 +78,7 @@ def emit(emitter, event, data, conversation_id, skip_sid=None):
         log.exception("could not emit %s", event)
 
 
-def drain(timeout):
+def drain(timeout=DRAIN_SECONDS):
     """Wait up to `timeout` seconds for what this process's managers were given to publish
     to have left; False if some is still waiting."""
     deadline = time.monotonic() + timeout

@@ -32,4 +32,4 @@ class GunicornWorker(GeventPyWSGIWorker):
         from aisystant_server.events import drain
 
         # Events the last requests emitted may still be on their way out (events.py).
-        drain(timeout=5)
+        drain()

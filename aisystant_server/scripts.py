@@ -235,7 +235,7 @@ def _serve(web_app, settings, name, mode, embedded_worker=None):
         worker, greenlet = embedded_worker
         worker.stop()
         greenlet.join(timeout=EMBEDDED_SHUTDOWN_SECONDS + 5)
-    drain_events(timeout=5)
+    drain_events()
 
 
 def _start_embedded_worker(app):

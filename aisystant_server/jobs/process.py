@@ -13,8 +13,6 @@ from aisystant_server.jobs.runtime import runtime
 from aisystant_server.jobs.worker import ConcurrentWorker
 from aisystant_server.settings import read_settings
 
-EVENTS_DRAIN_SECONDS = 5
-
 
 class ReplyWorker(ConcurrentWorker):
     """A `ConcurrentWorker` that runs reply and title jobs with this deployment's settings."""
@@ -29,4 +27,4 @@ class ReplyWorker(ConcurrentWorker):
             return super().work(*args, **kwargs)
         finally:
             # The replies' last events (`message_received`, `stop_typing`) may still be waiting.
-            events.drain(EVENTS_DRAIN_SECONDS)
+            events.drain()
