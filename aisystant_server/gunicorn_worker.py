@@ -20,13 +20,12 @@ class GunicornWorker(GeventPyWSGIWorker):
         green.patch_libraries()
 
     def load_wsgi(self):
-        from aisystant_server import memory
-        from aisystant_server.serving import handler_class
+        from aisystant_server.serving import handler_class, settle_memory
         from aisystant_server.settings import read_settings
 
         self.wsgi_handler = handler_class(read_settings())
         super().load_wsgi()
-        memory.settle()
+        settle_memory()
 
     def run(self):
         super().run()

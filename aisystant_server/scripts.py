@@ -213,12 +213,11 @@ def _serve(web_app, settings, name, mode, embedded_worker=None):
     import signal
 
     from aisystant_server.events import drain as drain_events
-    from aisystant_server import memory
-    from aisystant_server.serving import make_server
+    from aisystant_server.serving import make_server, settle_memory
 
     address = (settings["aisystant.host"], settings["aisystant.port"])
     server = make_server(web_app, settings)
-    memory.settle()
+    settle_memory()
     try:
         server.start()
     except OSError as error:

@@ -33,6 +33,7 @@ that gunicorn's gevent worker can take the same class as its `wsgi_handler`.
 """
 
 import collections
+import gc
 import dataclasses
 import logging
 import re
@@ -373,6 +374,16 @@ def handler_class(settings):
     """A handler class with these settings' limits and a connection count of its own."""
     return type("EdgeHandler", (EdgeHandler,), {"limits": Limits.from_settings(settings),
                                                 "connections": collections.Counter()})
+
+
+def settle_memory():
+    """Once the app is loaded: what exists now lives as long as the process, so the
+    garbage collector stops scanning it (`gc.freeze`), and young collections come less
+    often. Full collections over thousands of connections' objects paused the event
+    loop for 100-450 ms (Socket.IO delivery's p99 at 2,000 clients)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 50)
 
 
 def make_server(app, settings):

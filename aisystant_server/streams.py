@@ -123,9 +123,7 @@ class ReplyWriter:
         if entry is None and end is None:
             return
         try:
-            # With the end, one transaction: a reader blocked on the stream wakes once, to
-            # the last text and the end together, rather than to the text alone first.
-            pipe = self.redis.pipeline(transaction=end is not None)
+            pipe = self.redis.pipeline(transaction=False)
             if entry is not None:
                 pipe.xadd(self.reply.key, entry[1])
             if end is not None:

@@ -7,7 +7,7 @@ Each process sets up its own context once it runs, after the fork: connections t
 database and Redis are never shared across a fork.
 """
 
-from aisystant_server import events, memory
+from aisystant_server import events
 from aisystant_server.jobs.context import JobContext, configure
 from aisystant_server.jobs.runtime import runtime
 from aisystant_server.jobs.worker import ConcurrentWorker
@@ -23,7 +23,6 @@ class ReplyWorker(ConcurrentWorker):
 
     def work(self, *args, **kwargs):
         runtime(configure(JobContext.from_settings(read_settings())))
-        memory.settle()
         try:
             return super().work(*args, **kwargs)
         finally:
