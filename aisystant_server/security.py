@@ -26,7 +26,7 @@ from passlib.context import CryptContext
 from pyramid.authorization import ACLHelper, Authenticated, Everyone
 from pyramid_jwt.policy import JWTAuthenticationPolicy
 
-from aisystant_server.db import run
+from aisystant_server.db import record
 from aisystant_server.models import User
 from aisystant_server.resources import parse_id
 
@@ -214,7 +214,7 @@ class Accounts:
         kept = self._kept.get(user_id)
         if kept is not None and kept[0] > now:
             return kept[1]
-        user = run(db, _USER, {"p_id": user_id}).first()
+        user = record(db, _USER, {"p_id": user_id})
         if user is None:
             self._kept.pop(user_id, None)
             return None

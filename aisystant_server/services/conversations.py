@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 import sqlalchemy as sa
 
 from aisystant_server import streams
-from aisystant_server.db import api_timestamp, records, run, utcnow
+from aisystant_server.db import api_timestamp, record, records, utcnow
 from aisystant_server.errors import ValidationFailed
 from aisystant_server.i18n import Msg
 from aisystant_server.models import Conversation, Message, MessageRole, MessageStatus
@@ -71,7 +71,7 @@ _PAGE = sa.select(*LISTED_MESSAGE).where(_IN_PAGE).order_by(*_NEWEST_FIRST).limi
 
 
 def get_for_user(db, user_id, conversation_id):
-    return run(db, _OWN, {"p_id": conversation_id, "p_user_id": user_id}).first()
+    return record(db, _OWN, {"p_id": conversation_id, "p_user_id": user_id})
 
 
 def get_message(db, conversation_id, message_id):
@@ -80,11 +80,12 @@ def get_message(db, conversation_id, message_id):
 
 def create(db, user, title):
     now = utcnow()
-    return run(db, _CREATE, {"user_id": user.id, "title": title, "created_at": now, "updated_at": now}).one()
+    return record(db, _CREATE, {"user_id": user.id, "title": title, "created_at": now, "updated_at": now,
+                                "message_count": 0})
 
 
 def rename(db, conversation, title):
-    return run(db, _RENAME, {"p_id": conversation.id, "p_title": title, "p_now": utcnow()}).one()
+    return record(db, _RENAME, {"p_id": conversation.id, "p_title": title, "p_now": utcnow()})
 
 
 def set_generated_title(db, reply_id, title):

@@ -11,7 +11,7 @@ The statements are built once, with bound parameters (see services/conversations
 import sqlalchemy as sa
 from sqlalchemy.orm import aliased
 
-from aisystant_server.db import run, utcnow
+from aisystant_server.db import record, records, utcnow
 from aisystant_server.errors import PayloadTooLarge
 from aisystant_server.i18n import Msg
 from aisystant_server.llm.prompt import marked
@@ -66,7 +66,7 @@ _FINISHED = sa.select(*MESSAGE).where(Message.id == sa.bindparam("p_id"), Messag
 def store_user_message(db, conversation, user, content):
     now = utcnow()
     question = _insert(db, conversation.id, user.id, MessageRole.USER, content, MessageStatus.COMPLETE, None, now)
-    run(db, _ADDED, {"p_id": conversation.id, "p_now": now, "p_added": 1})
+    records(db, _ADDED, {"p_id": conversation.id, "p_now": now, "p_added": 1})
     return question
 
 
@@ -87,15 +87,15 @@ def create_exchange(db, conversation, user, content, language):
     question = _insert(db, conversation.id, user.id, MessageRole.USER, content, MessageStatus.COMPLETE, None, now)
     reply = _insert(db, conversation.id, None, MessageRole.ASSISTANT, "", MessageStatus.PENDING,
                     {"language": language}, now, reply_to_id=question.id)
-    run(db, _ADDED, {"p_id": conversation.id, "p_now": now, "p_added": 2})
+    records(db, _ADDED, {"p_id": conversation.id, "p_now": now, "p_added": 2})
     return question, reply
 
 
 def _insert(db, conversation_id, user_id, role, content, status, meta, now, reply_to_id=None):
-    return run(db, _INSERT, {
+    return record(db, _INSERT, {
         "conversation_id": conversation_id, "user_id": user_id, "role": role, "content": content,
         "status": status, "metadata": meta, "reply_to_id": reply_to_id, "attempt": 0,
-        "created_at": now, "updated_at": now}).one()
+        "created_at": now, "updated_at": now})
 
 
 def claim(session, reply_id):
@@ -104,7 +104,7 @@ def claim(session, reply_id):
     One statement (the time to first token waits on it): the row with its new
     `attempt`, `conversation_id`, `reply_to_id`, `meta` and `created_at`.
     """
-    return run(session, _CLAIM, {"p_id": reply_id, "p_now": utcnow()}).first()
+    return record(session, _CLAIM, {"p_id": reply_id, "p_now": utcnow()})
 
 
 def prompt_inputs(session, conversation_id, question_id):
@@ -117,7 +117,7 @@ def prompt_inputs(session, conversation_id, question_id):
     (cancelled or failed before a word), or is still being written, is left out: kept, it
     would merge into the new question as if the user had asked both at once.
     """
-    rows = run(session, _PROMPT, {"p_conversation_id": conversation_id, "p_question_id": question_id}).all()
+    rows = records(session, _PROMPT, {"p_conversation_id": conversation_id, "p_question_id": question_id})
     if not rows:
         return None
     question = rows[0].content
@@ -132,16 +132,17 @@ def finish(session, reply_id, attempt, status, content, meta):
     answer, and the call tried again finds the outcome it wrote (thinking itself
     superseded, the attempt would never tell the reply's readers that it ended)."""
     params = {"p_id": reply_id, "p_attempt": attempt, "p_status": status}
-    reply = run(session, _FINISH, {**params, "p_content": content, "p_meta": meta, "p_now": utcnow()}).first()
+    reply = record(session, _FINISH, {**params, "p_content": content, "p_meta": meta, "p_now": utcnow()})
     if reply is None:
-        reply = run(session, _FINISHED, params).first()
+        reply = record(session, _FINISHED, params)
     return reply
 
 
 def mark_active(session, conversation_id):
     """The conversation had news (a reply ended): it moves up its owner's list. Its title,
     or None if it is gone."""
-    return run(session, _ACTIVE, {"p_id": conversation_id, "p_now": utcnow()}).scalar()
+    active = record(session, _ACTIVE, {"p_id": conversation_id, "p_now": utcnow()})
+    return None if active is None else active.title
 
 
 def cancel(db, reply, partial_content):
