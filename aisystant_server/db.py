@@ -8,6 +8,7 @@ engine: each statement on its own, with no BEGIN, COMMIT or ROLLBACK round trips
 """
 
 import os
+import weakref
 from collections import namedtuple
 from datetime import datetime, timezone
 
@@ -127,7 +128,9 @@ def _retry_after_disconnect(context):
     # after PostgreSQL restarts, the first use of a dead connection fails instead, which
     # discards the pool's connections, and pyramid_retry runs the request again on a
     # fresh one (nothing of it was committed: the connection died first).
-    if context.is_disconnect:
+    # A statement interrupted by its greenlet's end (a timeout, a kill) counts as a
+    # disconnect too, with no error of SQLAlchemy's to mark: it is raised as it is.
+    if context.is_disconnect and context.sqlalchemy_exception is not None:
         mark_error_retryable(context.sqlalchemy_exception)
 
 
@@ -188,8 +191,8 @@ def records(db, statement, params):
     failure goes through SQLAlchemy's handling of driver errors (see `_failed`)."""
     connection = db.connection()
     prepared = _prepared(connection.dialect, statement, params)
-    cursor = connection.connection.dbapi_connection.cursor()
     sql, values = prepared.sql, prepared.parameters(params)
+    cursor = connection.connection.dbapi_connection.cursor()
     events = connection.dispatch
     try:
         # Listeners of the statements run (tests, tracing) see these too, with no context.
@@ -213,11 +216,19 @@ def record(db, statement, params):
 
 
 def _failed(connection, error, sql, params, cursor):
-    # SQLAlchemy's own path for a driver's failure, as if it had run the statement: the
-    # error wrapped (`sqlalchemy.exc.DBAPIError`, which outages.py tells apart), a lost
-    # connection invalidated with the pool's others, `handle_error` hooks run; also for
-    # a greenlet killed mid-statement, whose connection is left in an unknown state. A
-    # private method, the one way to all of that: setup.cfg keeps SQLAlchemy below 2.2.
+    """Raise `error` as SQLAlchemy's execution would have."""
+    if isinstance(error, Exception) and not isinstance(error, connection.dialect.loaded_dbapi.Error):
+        # Not the driver's (an exception thrown into the greenlet, e.g. LeaseLost): as it is.
+        try:
+            cursor.close()
+        except Exception:  # noqa: BLE001 - the connection may be gone; `error` is what matters
+            pass
+        raise error
+    # The driver's failure, or the greenlet's end (a timeout, a kill) leaving the connection
+    # in an unknown state: SQLAlchemy's own path, the error wrapped as `DBAPIError` (which
+    # outages.py tells apart), a lost connection invalidated with the pool's others,
+    # `handle_error` hooks run. A private method, the one way to all of that: setup.cfg
+    # keeps SQLAlchemy below 2.2.
     connection._handle_dbapi_exception(error, sql, params, cursor, None)
 
 
@@ -227,11 +238,13 @@ class _Prepared:
 
     def __init__(self, dialect, statement, params):
         compiled = statement.compile(dialect=dialect, column_keys=list(params))
-        if (compiled.insert_prefetch or compiled.update_prefetch or compiled.positional
+        if compiled.positional:
+            raise ValueError(f"records needs named parameters ({dialect.name}: engines of db.make_engine)")
+        if (compiled.insert_prefetch or compiled.update_prefetch
                 or any(compiled.binds[name].expanding for name in params if name in compiled.binds)):
             # Defaults computed in Python and lists given at run time are SQLAlchemy's
             # execution's: give every value, and lists (`in_`) as literals.
-            raise ValueError(f"not a statement `records` runs: {statement}")
+            raise ValueError(f"not a statement `records` runs (Python defaults or lists given): {statement}")
         # Literal lists (`in_`) rendered as one parameter each, as SQLAlchemy would.
         expanded = compiled.construct_expanded_state(params)
         self.sql = expanded.statement
@@ -268,15 +281,19 @@ class _Prepared:
 
 
 def _prepared(dialect, statement, params):
-    key = (statement, dialect, tuple(params))
-    prepared = _PREPARED.get(key)
+    compiled = _PREPARED.get(dialect)
+    if compiled is None:
+        compiled = _PREPARED[dialect] = {}
+    key = (statement, tuple(params))
+    prepared = compiled.get(key)
     if prepared is None:
-        prepared = _PREPARED[key] = _Prepared(dialect, statement, params)
+        prepared = compiled[key] = _Prepared(dialect, statement, params)
     return prepared
 
 
-# By statement, database and parameter names: statements are built once, at import.
-_PREPARED = {}
+# By database (an engine's dialect, forgotten with it), then by statement and parameter
+# names: statements are built once, at import.
+_PREPARED = weakref.WeakKeyDictionary()
 
 
 def make_session_factory(engine):

@@ -5,6 +5,7 @@ from a bug) cannot tell the difference."""
 
 from datetime import datetime, timezone
 
+import gevent
 import pytest
 import sqlalchemy as sa
 
@@ -78,3 +79,37 @@ def test_a_connection_lost_under_a_statement_is_an_outage_and_is_not_used_again(
     assert database_unavailable(caught.value)
     with factory() as session:
         assert record(session, own, {}).pid != pid
+
+
+def interrupt_statements(engine, error):
+    """Raise `error` where the next statement runs, as gevent raises a timeout or a kill
+    inside the driver's wait."""
+    def interrupt(*_):
+        sa.event.remove(engine, "before_cursor_execute", interrupt)
+        raise error
+    sa.event.listen(engine, "before_cursor_execute", interrupt)
+
+
+def test_a_statement_cut_by_its_greenlets_timeout_raises_the_timeout_and_drops_its_connection(engine,
+                                                                                             conversation_id):
+    factory, one = make_session_factory(engine), sa.select(sa.literal(1).label("one"))
+    timeout = gevent.Timeout(5)
+    with factory() as session:
+        connection = session.connection()
+        interrupt_statements(engine, timeout)
+        with pytest.raises(gevent.Timeout) as caught:
+            record(session, one, {})
+        assert caught.value is timeout
+        assert connection.invalidated  # in an unknown state: never handed out again
+    with factory() as session:
+        assert record(session, one, {}).one == 1
+
+
+def test_an_exception_thrown_into_a_statement_is_raised_as_it_is(engine, conversation_id):
+    class LeaseLost(Exception):
+        pass
+
+    with make_session_factory(engine)() as session:
+        interrupt_statements(engine, LeaseLost("another attempt took the reply"))
+        with pytest.raises(LeaseLost):
+            record(session, sa.select(sa.literal(1).label("one")), {})
