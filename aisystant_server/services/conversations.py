@@ -85,6 +85,7 @@ def create(db, user, title):
 
 
 def rename(db, conversation, title):
+    """The conversation renamed, or None if it is gone."""
     return record(db, _RENAME, {"p_id": conversation.id, "p_title": title, "p_now": utcnow()})
 
 

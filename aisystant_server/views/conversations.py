@@ -1,4 +1,5 @@
 from aisystant_server import present, streams
+from aisystant_server.errors import NotFound
 from aisystant_server.i18n import Msg, translate
 from aisystant_server.jobs.queues import after_commit, forget_queued
 from aisystant_server.jobs.runtime import request_cancel
@@ -50,6 +51,8 @@ def get(context, request):
 def rename(context, request):
     data = validate_json(RenameConversationSchema(), request)
     conversation = conversations.rename(request.db, context.conversation, data["title"])
+    if conversation is None:  # deleted since it was looked up
+        raise NotFound(Msg("conversation_not_found"))
     return ok(request, present.conversation(conversation))
 
 

@@ -175,6 +175,27 @@ def test_rename_needs_a_title_and_keeps_the_old_one_on_error(testapp, account):
     assert testapp.get(url, headers=account.headers).json["data"]["conversation"]["title"] == "kept"
 
 
+def test_renaming_a_conversation_deleted_meanwhile_is_404(testapp, account):
+    conversation = create(testapp, account, "kept")
+    engine, deleted = testapp.app.registry["db.engine"], []
+
+    def delete_first(connection, cursor, statement, *_):
+        # Another tab deletes it between the rename's lookup and its UPDATE.
+        if statement.startswith("UPDATE conversations SET title") and not deleted:
+            deleted.append(True)
+            with testapp.app.registry["db.autocommit_engine"].connect() as other:
+                other.execute(sa.delete(Conversation).where(Conversation.id == conversation["id"]))
+
+    sa.event.listen(engine, "before_cursor_execute", delete_first)
+    try:
+        response = testapp.put_json(f"/api/chat/conversations/{conversation['id']}", {"title": "new"},
+                                    headers=account.headers, status=404)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", delete_first)
+    assert deleted and assert_error(response, 404, "not_found")
+    assert testapp.get("/api/chat/conversations", headers=account.headers).json["data"] == []
+
+
 def test_unicode_titles_are_kept_as_sent(testapp, account):
     title = "Incident 🔥 base de données — réplica 東京"
     assert create(testapp, account, title)["title"] == title
