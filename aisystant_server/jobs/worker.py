@@ -302,6 +302,9 @@ class ConcurrentWorker(BaseWorker):
         """
         execution = self.prepare_execution(job)
         self._jobs.spawn(self._run_job, job, queue, execution)
+        # The job first, until it waits: its reply's first steps go out before this loop's
+        # next dequeue and heartbeat, where they went after (0.5-0.8 ms at one client).
+        gevent.sleep(0)
 
     def heartbeat(self, timeout: int | None = None, pipeline=None):
         """Extends the worker's key by `worker_ttl`, whatever `timeout` RQ asks for.
