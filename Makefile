@@ -7,10 +7,20 @@ export AISYSTANT_INI ?= development.ini
 
 .PHONY: install run test bench bench-profile simulator notebook clean
 
+# One install at a time: the README starts `make simulator` and `make run` side by side, and
+# two installs into one new .venv broke it (`No module named pip`). The second waits for the
+# first, then finds the install done.
 $(BIN)/.installed: setup.cfg pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@until mkdir $(VENV).lock 2>/dev/null; do \
+		echo "make: another make is installing $(VENV), waiting (if none is, remove $(VENV).lock)" >&2; \
+		sleep 3; \
+	done; \
+	trap 'rmdir $(VENV).lock' EXIT; trap 'exit 130' INT TERM; \
+	if [ -f $@ ] && [ $@ -nt setup.cfg ] && [ $@ -nt pyproject.toml ]; then exit 0; fi; \
+	set -ex; \
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV); \
+	$(BIN)/python -m pip install --quiet --upgrade pip; \
+	$(BIN)/python -m pip install --quiet -e '.[dev]'; \
 	touch $@
 
 install: $(BIN)/.installed
@@ -46,4 +56,4 @@ bench-profile: install
 	$(BIN)/python bench/profile_server.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) data *.egg-info
+	rm -rf $(VENV) $(VENV).lock data *.egg-info
