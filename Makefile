@@ -11,10 +11,10 @@ export AISYSTANT_INI ?= development.ini
 # two installs into one new .venv broke it (`No module named pip`). The second waits for the
 # first, then finds the install done.
 $(BIN)/.installed: setup.cfg pyproject.toml
-	@until mkdir $(VENV).lock 2>/dev/null; do \
+	@if ! mkdir $(VENV).lock 2>/dev/null; then \
 		echo "make: another make is installing $(VENV), waiting (if none is, remove $(VENV).lock)" >&2; \
-		sleep 3; \
-	done; \
+		until mkdir $(VENV).lock 2>/dev/null; do sleep 2; done; \
+	fi; \
 	trap 'rmdir $(VENV).lock' EXIT; trap 'exit 130' INT TERM; \
 	if [ -f $@ ] && [ $@ -nt setup.cfg ] && [ $@ -nt pyproject.toml ]; then exit 0; fi; \
 	set -ex; \
