@@ -1,4 +1,5 @@
 import os
+import socket
 
 import pytest
 import redis
@@ -14,6 +15,40 @@ POSTGRES_ADMIN_URL = os.environ.get("AISYSTANT_TEST_POSTGRES", "postgresql+psyco
 REDIS_SERVER_URL = os.environ.get("AISYSTANT_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")
 REDIS_CANDIDATES = range(1, 13)
 CLAIM_KEY = "aisystant-tests:claimed-db:{}"
+CLAIM_SECONDS = 3 * 3600
+# Who holds a claim: this machine and process.
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+# Delete a claim only if it still names the holder we found gone.
+_RELEASE_IF_HELD_BY = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+def _claim(registry, number):
+    """Claim Redis database `number`, or take over the claim of a session of this machine
+    that is gone (killed outright, it could not release its claims, which would otherwise
+    block later sessions for hours)."""
+    key = CLAIM_KEY.format(number)
+    if registry.set(key, OWNER, nx=True, ex=CLAIM_SECONDS):
+        return True
+    holder = registry.get(key)
+    if holder is None or not _gone(holder.decode()):
+        return False
+    registry.eval(_RELEASE_IF_HELD_BY, 1, key, holder)
+    return bool(registry.set(key, OWNER, nx=True, ex=CLAIM_SECONDS))
+
+
+def _gone(holder):
+    """True if `holder` ("host:pid", or a bare pid from older sessions) is a process of this
+    machine that no longer runs."""
+    host, _, pid = holder.rpartition(":")
+    if host not in ("", socket.gethostname()) or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +58,7 @@ def redis_databases():
     registry = redis.Redis.from_url(f"{REDIS_SERVER_URL}/0")
     claimed = []
     for number in REDIS_CANDIDATES:
-        if registry.set(CLAIM_KEY.format(number), os.getpid(), nx=True, ex=3 * 3600):
+        if _claim(registry, number):
             claimed.append(number)
             if len(claimed) == 2:
                 break
