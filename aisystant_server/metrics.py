@@ -64,8 +64,9 @@ def store_error(error):
 
 
 def observe_reply(outcome, model, meta):
-    """Count a reply attempt that ended, from its metadata (ttft_ms, duration_ms, usage)."""
-    REPLIES.labels(outcome).inc()
+    """Count a reply attempt that ended, from its metadata (ttft_ms, duration_ms, usage).
+    The attempt itself is counted last: a scrape that sees it counted sees its timings and
+    tokens too (a worker pool's processes are read while they write)."""
     if meta.get("ttft_ms") is not None:
         REPLY_TTFT_SECONDS.observe(meta["ttft_ms"] / 1000)
     if outcome in ("complete", "error") and meta.get("duration_ms") is not None:
@@ -74,6 +75,7 @@ def observe_reply(outcome, model, meta):
     for direction in ("input", "output"):
         if usage.get(f"{direction}_tokens"):
             MODEL_TOKENS.labels(model, direction).inc(usage[f"{direction}_tokens"])
+    REPLIES.labels(outcome).inc()
 
 
 def allowed(address, authorization, settings):
