@@ -262,7 +262,9 @@ class _Prepared:
         self.record = None
 
     def parameters(self, params):
-        values = {**self.defaults, **params} if self.defaults else dict(params)
+        if not self.defaults and not self.converters:
+            return params
+        values = {**self.defaults, **params}
         for name, convert in self.converters:
             values[name] = convert(values[name])
         return values

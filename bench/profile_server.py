@@ -42,7 +42,7 @@ import scenarios  # noqa: E402
 from measure import CpuMeter, print_machine  # noqa: E402
 from seed import register  # noqa: E402
 from services import (  # noqa: E402
-    BIN, Processes, Simulator, Stack, baseline_stack, remove_logs, run_guarded, start_clients)
+    BIN, Processes, Stack, baseline_stack, remove_logs, run_guarded, start_clients)
 
 PHASES = ("reads", "send", "stream")
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*)\)$")
@@ -244,9 +244,7 @@ def main(argv=None):
     processes = Processes()
 
     def body():
-        processes.simulator = simulator = Simulator(log_dir, replies.PACE)
-        simulator.script(scenarios.FIXED_MARKER, ttft_ms=args.model_ms, tokens_per_second=1e9,
-                         reply_tokens=replies.PACE["reply_tokens"])
+        processes.simulator = simulator = scenarios.start_simulator(log_dir, args.model_ms)
         if args.baseline:
             stack = baseline_stack(args.baseline, log_dir, simulator.url, api_processes=1, ini=args.ini)
         else:

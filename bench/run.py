@@ -43,7 +43,7 @@ from original import ENV_VARIABLE as ORIGINAL_ENV  # noqa: E402
 from original import Original  # noqa: E402
 from aisystant_server.settings import ENVIRONMENT  # noqa: E402
 from services import (  # noqa: E402
-    Processes, Simulator, Stack, add_stack_arguments, baseline_stack, max_connections, remove_logs, run_guarded,
+    Processes, Stack, add_stack_arguments, baseline_stack, max_connections, remove_logs, run_guarded,
     start_clients)
 
 SCENARIOS = ("reads", "login", "send", "history", "streaming")
@@ -69,9 +69,7 @@ class Run(Processes):
 
     def start(self):
         args = self.args
-        self.simulator = Simulator(self.log_dir, replies.PACE)
-        self.simulator.script(scenarios.FIXED_MARKER, ttft_ms=args.model_ms, tokens_per_second=1e9,
-                              reply_tokens=replies.PACE["reply_tokens"])
+        self.simulator = scenarios.start_simulator(self.log_dir, args.model_ms)
         if args.original:
             self.systems.append(Original(args.original, self.log_dir, self.simulator.url))
         options = {"api_processes": args.api_processes, "workers": args.workers, "ini": args.ini}

@@ -14,9 +14,10 @@ sit idle while the others are measured.
 import time
 from dataclasses import dataclass, field
 
+import replies
 import seed
 from measure import CpuMeter, percentile
-from services import PASSWORD, backend_pids
+from services import PASSWORD, Simulator, backend_pids
 
 SEEDED_CONVERSATIONS = 20
 SEEDED_MESSAGES = 50
@@ -94,6 +95,14 @@ def send_history(size):
         return [["POST", f"/api/chat/conversations/{fixture.history[size]}/messages", auth(fixture.history_user),
                  {"content": SEND_QUESTION}]]
     return requests
+
+
+def start_simulator(log_dir, model_ms):
+    """The benchmarks' simulator: replies at `replies.PACE`, and every question holding
+    FIXED_MARKER (the sends') answered after `model_ms` with no per-token delay."""
+    simulator = Simulator(log_dir, replies.PACE)
+    simulator.script(FIXED_MARKER, ttft_ms=model_ms, tokens_per_second=1e9, reply_tokens=replies.PACE["reply_tokens"])
+    return simulator
 
 
 def model_direct(model, stream=False):

@@ -39,11 +39,10 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import replies  # noqa: E402
 import scenarios  # noqa: E402
 from measure import print_machine  # noqa: E402
 from seed import register  # noqa: E402
-from services import Processes, Simulator, Stack, baseline_stack, remove_logs, run_guarded  # noqa: E402
+from services import Processes, Stack, baseline_stack, remove_logs, run_guarded  # noqa: E402
 
 PACKET = re.compile(r"^(\d+\.\d+) IP 127\.0\.0\.1\.(\d+) > 127\.0\.0\.1\.(\d+): ")
 HEX_LINE = re.compile(r"^\s+0x[0-9a-f]+:\s+((?:[0-9a-f]{2,4}\s?)+)")
@@ -181,9 +180,7 @@ def main(argv=None):
     processes = Processes()
 
     def body():
-        processes.simulator = simulator = Simulator(log_dir, replies.PACE)
-        simulator.script(scenarios.FIXED_MARKER, ttft_ms=args.model_ms, tokens_per_second=1e9,
-                         reply_tokens=replies.PACE["reply_tokens"])
+        processes.simulator = simulator = scenarios.start_simulator(log_dir, args.model_ms)
         options = {"api_processes": 1, "ini": args.ini}
         stack = (baseline_stack(args.baseline, log_dir, simulator.url, **options) if args.baseline
                  else Stack(log_dir, simulator.url, **options))

@@ -65,7 +65,7 @@ def test_a_constraint_broken_is_sqlalchemys_error_and_not_an_outage(engine):
     assert not database_unavailable(caught.value)
 
 
-def test_a_connection_lost_under_a_statement_is_an_outage_and_is_not_used_again(engine, conversation_id, backend):
+def test_a_connection_lost_under_a_statement_is_an_outage_and_is_not_used_again(engine, backend):
     if backend != "postgresql":
         pytest.skip("a server to lose the connection to")
     factory, own = make_session_factory(engine), sa.select(sa.func.pg_backend_pid().label("pid"))
@@ -90,8 +90,7 @@ def interrupt_statements(engine, error):
     sa.event.listen(engine, "before_cursor_execute", interrupt)
 
 
-def test_a_statement_cut_by_its_greenlets_timeout_raises_the_timeout_and_drops_its_connection(engine,
-                                                                                             conversation_id):
+def test_a_statement_cut_by_its_greenlets_timeout_raises_the_timeout_and_drops_its_connection(engine):
     factory, one = make_session_factory(engine), sa.select(sa.literal(1).label("one"))
     timeout = gevent.Timeout(5)
     with factory() as session:
@@ -105,7 +104,7 @@ def test_a_statement_cut_by_its_greenlets_timeout_raises_the_timeout_and_drops_i
         assert record(session, one, {}).one == 1
 
 
-def test_an_exception_thrown_into_a_statement_is_raised_as_it_is(engine, conversation_id):
+def test_an_exception_thrown_into_a_statement_is_raised_as_it_is(engine):
     class LeaseLost(Exception):
         pass
 
