@@ -15,8 +15,8 @@ design costs before any of it:
   and the conversation's count bumped in one transaction (psycopg2), the reply enqueued,
   then the reply's Redis stream read (`XREAD BLOCK`) until its end, and the reply sent
   as JSON.
-- worker: RQ's `SimpleWorker` (`--queue rq`) or a bare `BLPOP` loop (`--queue list`,
-  what is left without RQ's bookkeeping), blocking, no gevent: the reply claimed, the
+- worker: RQ's `SimpleWorker` (`skel_rq`) or a bare `BLPOP` loop (`skel_list`, what is
+  left without RQ's bookkeeping), blocking, no gevent: the reply claimed, the
   newest messages read, the model called with streaming by the official SDK (its
   events parsed as ours parses them), the first text and then the rest at most every
   100 ms appended to the stream with a PUBLISH, the outcome stored, then the last text
@@ -25,8 +25,12 @@ design costs before any of it:
 Left out, where ours does more: the rate limit and the token's revocation (one Redis
 round trip), validation, the access log line, the job's lease, the reply's metrics and
 log line, retries, outages, cancelling, Socket.IO's encoding. Each system runs on a
-database and a Redis database of its own; the cells alternate (model, ours, skeleton
-with RQ, skeleton with a bare list) for `--rounds` rounds, and the figures are pooled.
+database and a Redis database of its own; the cells alternate (the model called directly,
+plain and streamed, then the original with `--original`, ours, `skel_rq`, `skel_list`) for
+`--rounds` rounds, and the figures are pooled.
+
+The libraries are imported inside the functions: the API process must monkey-patch
+before anything imports `socket` or `ssl`, and RQ imports this module again in its worker.
 """
 
 import os
@@ -66,6 +70,8 @@ def serve_api(port, database_url, redis_url, queue_kind, jwt_secret):
     from psycogreen.gevent import patch_psycopg
 
     patch_psycopg()
+    import socket
+
     import gevent.queue
     import jwt
     import orjson
@@ -77,8 +83,7 @@ def serve_api(port, database_url, redis_url, queue_kind, jwt_secret):
     connections = gevent.queue.Queue()
     for _ in range(4):
         connections.put(psycopg2.connect(database_url))
-    pool = redis.ConnectionPool.from_url(redis_url)
-    client = redis.Redis(connection_pool=pool)
+    client = redis.Redis.from_url(redis_url)
     queue = Queue(QUEUE, connection=client)
 
     def enqueue(reply_id):
@@ -136,8 +141,6 @@ def serve_api(port, database_url, redis_url, queue_kind, jwt_secret):
         enqueue(reply[0])
         return answer(start_response, "201 Created", {"success": True, "data": {
             "userMessage": {"id": question[0], "content": body["content"]}, "assistantMessage": wait_for_end(reply[0])}})
-
-    import socket
 
     # pywsgi writes a response's headers and body apart: without TCP_NODELAY (inherited by
     # the accepted sockets on Linux) the body waits for the client's delayed ACK (40 ms).
@@ -241,15 +244,13 @@ class Skeleton:
     streaming = False
 
     def __init__(self, queue_kind, log_dir, simulator_url):
-        from services import RedisDatabase, database_url
+        from services import Stack
 
-        self.name = f"skel-{queue_kind}"
+        self.name = f"skel_{queue_kind}"
         self.queue_kind, self.log_dir, self.simulator_url = queue_kind, log_dir, simulator_url
-        self.redis_database = RedisDatabase(prefer=15 if queue_kind == "rq" else 13)
-        self.database = f"aisystant_bench_skeleton_{queue_kind}_{os.getpid()}"
-        self.database_url = database_url(self.database)
-        self.database_created = False
-        self.redis = None
+        # Its stores are made as ours are (a database migrated by our command, a Redis
+        # database claimed), by a Stack that starts no process of its own.
+        self.stores = Stack(log_dir, simulator_url, name=self.name, redis_prefer=15 if queue_kind == "rq" else 13)
         self.children, self.urls = [], []
 
     @property
@@ -257,30 +258,27 @@ class Skeleton:
         return self.urls[0]
 
     @property
-    def redis_url(self):
-        return self.redis_database.url
+    def database(self):
+        return self.stores.database
+
+    @property
+    def database_url(self):
+        return self.stores.database_url
 
     def start(self):
-        from services import BIN, JWT_SECRET, Child, admin, free_port
+        from services import BIN, JWT_SECRET, Child, free_port
 
-        self.redis = self.redis_database.open()
-        admin(f"DROP DATABASE IF EXISTS {self.database} WITH (FORCE)", f"CREATE DATABASE {self.database}")
-        self.database_created = True
-        env = {"DATABASE_URL": self.database_url, "JWT_SECRET": JWT_SECRET, "ANTHROPIC_API_KEY": "bench-key",
-               "PYTHONPATH": BENCH}
-        with open(os.path.join(self.log_dir, f"{self.name}-migrate.log"), "wb") as log:
-            import subprocess
-
-            subprocess.run([os.path.join(BIN, "aisystant-server"), "migrate"], env={**os.environ, **env},
-                           stdout=log, stderr=subprocess.STDOUT, check=True, timeout=300)
+        self.stores.create_stores()
+        env = {"PYTHONPATH": BENCH}
         port = free_port()
         libpq_url = self.database_url.replace("postgresql+psycopg2", "postgresql")
         python = os.path.join(BIN, "python")
         self.children.append(Child(f"{self.name}-api", [python, __file__, "api", str(port), libpq_url,
-                                                         self.redis_url, self.queue_kind, JWT_SECRET],
+                                                         self.stores.redis_url, self.queue_kind, JWT_SECRET],
                                    self.log_dir, env))
-        self.children.append(Child(f"{self.name}-worker", [python, __file__, "worker", libpq_url, self.redis_url,
-                                                            self.queue_kind, self.simulator_url], self.log_dir, env))
+        self.children.append(Child(f"{self.name}-worker", [python, __file__, "worker", libpq_url,
+                                                            self.stores.redis_url, self.queue_kind, self.simulator_url],
+                                   self.log_dir, env))
         self.urls = [f"http://127.0.0.1:{port}"]
         self.children[0].wait_for_http(self.url + "/api/health")
         self.children[1].wait_for_line("skeleton worker ready")
@@ -313,15 +311,13 @@ class Skeleton:
         return f"{self.name}: gevent WSGI API + {queue} (bench/skeleton.py)"
 
     def close(self):
-        from services import release_stores
-
         errors = []
         for child in self.children:
             try:
                 child.stop()
             except Exception as error:
                 errors.append(f"stopping {child.name}: {error}")
-        return errors + release_stores(self)
+        return errors + self.stores.close()
 
 
 def main(argv):
@@ -331,7 +327,7 @@ def main(argv):
 
     import replies
     import scenarios
-    from measure import percentile, print_load_at_end, print_machine
+    from measure import print_load_at_end, print_machine
     from original import ENV_VARIABLE, Original
     from services import Processes, Stack, remove_logs, run_guarded, start_clients
 
@@ -389,30 +385,31 @@ def main(argv):
 
     status = run_guarded(body, run.close)
     if raws.get("model"):
-        print_floor(raws, args, scenarios.figures, percentile)
+        print_floor(raws, args.duration)
     print_load_at_end(began)
     remove_logs(log_dir, status, args.keep_logs)
     return status
 
 
-def print_floor(raws, args, figures_of, percentile):
+def print_floor(raws, duration):
     """Each system's time over the model's own (the plain call: issue 10's reference), pooled
     and by round, and its CPU a message by process group."""
+    from scenarios import figures as figures_of
+
     pooled = {name: figures_of(runs) for name, runs in raws.items()}
+    by_round = {name: [figures_of([raw])["p50"] for raw in runs] for name, runs in raws.items()}
     reference = pooled["model"]["p50"]
-    print(f"\nsend (sync), 1 client, {len(raws['model'])} round(s) of {args.duration:g} s; the model called directly: "
+    print(f"\nsend (sync), 1 client, {len(raws['model'])} round(s) of {duration:g} s; the model called directly: "
           f"p50 {reference:.1f} ms")
     print(f"  {'':<10} {'over the model: p50':>20} {'p99':>8}   {'p50 by round':<34} CPU a message (ms)")
     for name, figures in pooled.items():
         if name == "model":
             continue
-        by_round = ", ".join(
-            f"{percentile([ms for result in raw['results'] for ms in result['latencies_ms']], 0.5) - reference:+.1f}"
-            for raw in raws[name])
+        rounds = ", ".join(f"{p50 - reference:+.1f}" for p50 in by_round[name])
         cpu = ", ".join(f"{group} {value:.2f}" for group, value in figures["cpu_ms"].items()
                         if group not in ("simulator", "clients"))
         print(f"  {name:<10} {figures['p50'] - reference:>+17.1f} ms {figures['p99'] - reference:>+7.1f}   "
-              f"{by_round:<34} {cpu}")
+              f"{rounds:<34} {cpu}")
 
 
 if __name__ == "__main__":
