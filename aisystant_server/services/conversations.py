@@ -56,8 +56,8 @@ def newest_first(upper, inclusive=False):
 
 _OWN = sa.select(*CONVERSATION).where(Conversation.id == sa.bindparam("p_id"),
                                       Conversation.user_id == sa.bindparam("p_user_id"))
-_MESSAGE = sa.select(Message).where(Message.id == sa.bindparam("p_id"),
-                                    Message.conversation_id == sa.bindparam("p_conversation_id"))
+_MESSAGE = sa.select(*MESSAGE).where(Message.id == sa.bindparam("p_id"),
+                                     Message.conversation_id == sa.bindparam("p_conversation_id"))
 _CREATE = sa.insert(Conversation).returning(*CONVERSATION)
 _RENAME = (sa.update(Conversation).where(Conversation.id == sa.bindparam("p_id"))
            .values(title=sa.bindparam("p_title"), updated_at=sa.bindparam("p_now")).returning(*CONVERSATION))
@@ -75,7 +75,7 @@ def get_for_user(db, user_id, conversation_id):
 
 
 def get_message(db, conversation_id, message_id):
-    return db.scalars(_MESSAGE, {"p_id": message_id, "p_conversation_id": conversation_id}).first()
+    return record(db, _MESSAGE, {"p_id": message_id, "p_conversation_id": conversation_id})
 
 
 def create(db, user, title):

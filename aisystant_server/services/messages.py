@@ -58,6 +58,11 @@ _FINISH = (sa.update(Message)
            .values(status=sa.bindparam("p_status"), content=sa.bindparam("p_content"),
                    meta=sa.bindparam("p_meta", type_=Message.meta.type), updated_at=sa.bindparam("p_now"))
            .returning(*MESSAGE))
+_CANCEL = (sa.update(Message)
+           .where(Message.id == sa.bindparam("p_id"), Message.status.in_(MessageStatus.in_flight()))
+           .values(status=MessageStatus.CANCELLED, content=sa.bindparam("p_content"),
+                   meta=sa.bindparam("p_meta", type_=Message.meta.type), updated_at=sa.bindparam("p_now"))
+           .returning(*MESSAGE))
 # The outcome `_FINISH` wrote, read back when writing it again finds nothing to update.
 _FINISHED = sa.select(*MESSAGE).where(Message.id == sa.bindparam("p_id"), Message.attempt == sa.bindparam("p_attempt"),
                                       Message.status == sa.bindparam("p_status"))
@@ -146,14 +151,10 @@ def mark_active(session, conversation_id):
 
 
 def cancel(db, reply, partial_content):
-    """Stop a reply in flight, keeping what was written; False if it had already ended."""
-    result = db.execute(
-        sa.update(Message)
-        .where(Message.id == reply.id, Message.status.in_(MessageStatus.in_flight()))
-        .values(status=MessageStatus.CANCELLED, content=partial_content,
-                meta={**(reply.meta or {}), "cancelled": True}, updated_at=utcnow())
-    )
-    return result.rowcount == 1
+    """Stop a reply in flight, keeping what was written: the reply as stored, or None if it
+    had already ended."""
+    return record(db, _CANCEL, {"p_id": reply.id, "p_content": partial_content,
+                                "p_meta": {**(reply.meta or {}), "cancelled": True}, "p_now": utcnow()})
 
 
 def lost_replies(session, stale_before, after_id, limit):

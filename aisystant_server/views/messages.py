@@ -195,11 +195,11 @@ def _sse_event(kind, data):
 def cancel(context, request):
     row = _reply(context)
     reply = streams.ReplyRef.of(row)
-    if row.status not in MessageStatus.in_flight() or not messages.cancel(
-            request.db, row, streams.partial_text(request.redis, reply)):
+    cancelled = row.status in MessageStatus.in_flight() and messages.cancel(
+        request.db, row, streams.partial_text(request.redis, reply))
+    if not cancelled:
         raise Conflict(Msg("reply_finished"), details={"status": row.status})
-    request.db.refresh(row)
-    body = present.message(row)
+    body = present.message(cancelled)
     after_commit(request, _announce_cancel, request.registry["events"], request.redis, reply, body)
     return ok(request, body)
 
