@@ -103,6 +103,7 @@ ENVIRONMENT = {
     "MAX_MESSAGE_CHARS": ("aisystant.max_message_chars", int, 100_000),
     "DATA_DIR": ("aisystant.data_dir", str, "data"),
     "DATABASE_POOL_SIZE": ("sqlalchemy.pool_size", as_positive_int, 10),
+    "DATABASE_PREPARED_STATEMENTS": ("sqlalchemy.prepared_statements", as_bool, True),
     "TRUST_PROXY": ("aisystant.trust_proxy", as_bool, False),
     # the HTTP edge (serving.py)
     "HTTP_HEADER_TIMEOUT_SECONDS": ("http.header_timeout", float, 20.0),

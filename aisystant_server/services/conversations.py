@@ -66,7 +66,9 @@ _LIST = (sa.select(*LISTED_CONVERSATION).where(Conversation.user_id == sa.bindpa
 _LIST_AFTER = _LIST.where(sa.or_(
     Conversation.updated_at < sa.bindparam("p_updated_at"),
     sa.and_(Conversation.updated_at == sa.bindparam("p_updated_at"), Conversation.id < sa.bindparam("p_after_id"))))
-_IN_PAGE, _NEWEST_FIRST = newest_first(sa.bindparam("p_before"))
+# A bigint: the first page's bound, MAX_ID + 1, is beyond an integer (a prepared
+# statement's parameter takes the type of the column it is compared with).
+_IN_PAGE, _NEWEST_FIRST = newest_first(sa.cast(sa.bindparam("p_before"), sa.BigInteger))
 _PAGE = sa.select(*LISTED_MESSAGE).where(_IN_PAGE).order_by(*_NEWEST_FIRST).limit(sa.bindparam("p_limit"))
 
 

@@ -13,6 +13,7 @@ import contextlib
 import pytest
 import sqlalchemy as sa
 
+from aisystant_server.db import server_side
 from aisystant_server.services import messages
 from tests.functional.test_conversations import create
 
@@ -73,10 +74,24 @@ def statements_run_by(testapp):
 
 def rows_read(testapp, ran, marker):
     """Rows of `messages` (under its own name, not an alias) that PostgreSQL read to run the
-    recorded statement containing `marker`: returned or filtered out, over every loop."""
+    recorded statement containing `marker`: returned or filtered out, over every loop; the
+    most of its two plans: the one made for these values, and the generic one that a
+    prepared statement may run after its fifth run (`db.records`)."""
     [(statement, parameters)] = [(statement, parameters) for statement, parameters in ran if marker in statement]
+    prepare, execute = server_side(statement, "judged")
     with testapp.app.registry["db.autocommit_engine"].connect() as connection:
-        [[plan]] = connection.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters).all()
+        [[custom]] = connection.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters).all()
+        connection.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+        connection.exec_driver_sql(prepare)
+        try:
+            [[generic]] = connection.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + execute, parameters).all()
+        finally:
+            connection.exec_driver_sql("DEALLOCATE judged")
+            connection.exec_driver_sql("RESET plan_cache_mode")
+    return max(_messages_read(custom), _messages_read(generic))
+
+
+def _messages_read(plan):
     total, nodes = 0, [plan[0]["Plan"]]
     while nodes:
         node = nodes.pop()

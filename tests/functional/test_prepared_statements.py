@@ -1,7 +1,8 @@
 """`db.records` runs the request and reply paths' statements on the driver's cursor: what
 it hands back and what it raises must be what SQLAlchemy's execution would give, on
 PostgreSQL and on SQLite, so that the rest of the app (presenting rows, telling an outage
-from a bug) cannot tell the difference."""
+from a bug) cannot tell the difference. On PostgreSQL it prepares them on each connection
+and runs them by name (`DATABASE_PREPARED_STATEMENTS`)."""
 
 from datetime import datetime, timezone
 
@@ -9,9 +10,11 @@ import gevent
 import pytest
 import sqlalchemy as sa
 
-from aisystant_server.db import make_engine, make_session_factory, record, records
+from aisystant_server.db import make_engine, make_session_factory, record, records, server_side
 from aisystant_server.outages import database_unavailable
 from aisystant_server.services import messages
+from tests.functional.conftest import _admin_execute, register
+from tests.functional.test_conversations import add_messages, create
 
 
 @pytest.fixture
@@ -112,3 +115,72 @@ def test_an_exception_thrown_into_a_statement_is_raised_as_it_is(engine):
         interrupt_statements(engine, LeaseLost("another attempt took the reply"))
         with pytest.raises(LeaseLost):
             record(session, sa.select(sa.literal(1).label("one")), {})
+
+
+def prepared_on(engine):
+    """{statement: runs} of the statements prepared on the pool's connection. The tests'
+    requests run one at a time: a pool holds the one connection they all used."""
+    with engine.connect() as connection:
+        return dict(connection.exec_driver_sql(
+            "SELECT statement, generic_plans + custom_plans FROM pg_prepared_statements").all())
+
+
+def read_conversation(testapp, account, conversation_id):
+    return testapp.get(f"/api/chat/conversations/{conversation_id}", headers=account.headers, status=200).json
+
+
+@pytest.fixture
+def filled_conversation(backend, testapp, account):
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL's prepared statements")
+    conversation = create(testapp, account)["id"]
+    add_messages(testapp, conversation, account.id, 4)
+    return conversation
+
+
+def test_a_reads_statements_are_prepared_once_on_its_connection_then_run_by_name(testapp, account, filled_conversation):
+    first = read_conversation(testapp, account, filled_conversation)
+    engine = testapp.app.registry["db.autocommit_engine"]
+    prepared = prepared_on(engine)
+    [page] = [statement for statement in prepared if "FROM messages" in statement]
+
+    for _ in range(6):
+        assert read_conversation(testapp, account, filled_conversation) == first
+    again = prepared_on(engine)
+
+    assert page.startswith("PREPARE aisystant_") and "$1" in page
+    assert again.keys() == prepared.keys() and again[page] == prepared[page] + 6
+    assert len(first["data"]["messages"]) == 4
+
+
+def test_a_read_after_its_connection_was_lost_prepares_its_statements_again(testapp, account, filled_conversation,
+                                                                               database_url):
+    first = read_conversation(testapp, account, filled_conversation)
+    name = sa.engine.make_url(database_url).database
+    _admin_execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+
+    assert read_conversation(testapp, account, filled_conversation) == first
+    assert any("FROM messages" in statement for statement in prepared_on(testapp.app.registry["db.autocommit_engine"]))
+
+
+def test_without_prepared_statements_a_read_prepares_nothing(make_app, backend):
+    # For a pooler that keeps no session's state between transactions (PgBouncer's
+    # transaction mode).
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL's prepared statements")
+    testapp = make_app(**{"sqlalchemy.prepared_statements": False})
+    account = register(testapp)
+    conversation = create(testapp, account)["id"]
+    add_messages(testapp, conversation, account.id, 2)
+
+    assert len(read_conversation(testapp, account, conversation)["data"]["messages"]) == 2
+    assert prepared_on(testapp.app.registry["db.autocommit_engine"]) == {}
+    assert prepared_on(testapp.app.registry["db.engine"]) == {}
+
+
+def test_a_statement_is_prepared_with_numbered_parameters_and_run_with_named_ones():
+    prepare, execute = server_side("SELECT %(a)s, %(b)s WHERE x = %(a)s AND y LIKE 'z%%'", "s1")
+
+    assert prepare == "PREPARE s1 AS SELECT $1, $2 WHERE x = $1 AND y LIKE 'z%'"
+    assert execute == "EXECUTE s1 (%(a)s, %(b)s)"
+    assert server_side("SELECT 1", "s2") == ("PREPARE s2 AS SELECT 1", "EXECUTE s2")
