@@ -196,15 +196,17 @@ def records(db, statement, params):
 
     For the statements of the request and reply paths, built once at import (plain
     columns, bound parameters, every value given): each is compiled once per database
-    and run on the driver's cursor; on PostgreSQL, prepared on each connection the first
-    time it runs there, then run by name (`DATABASE_PREPARED_STATEMENTS`): PostgreSQL
-    plans it once instead of at every run (a conversation read's two statements: about
-    310 instead of 450 us of its CPU, measured alone). SQLAlchemy's execution of a cached statement (its
+    and run on the driver's cursor. SQLAlchemy's execution of a cached statement (its
     cache key, execution context and result object) cost more of the app's CPU than the
     driver's execution (a conversation's two statements: 405 us against 234, through a
     Session 600), and an attribute of its Row 0.3 us, 15 times a named tuple's. The
     values are converted by the types' own processors (SQLite's dates, JSON), and a
-    failure goes through SQLAlchemy's handling of driver errors (see `_failed`)."""
+    failure goes through SQLAlchemy's handling of driver errors (see `_failed`).
+
+    On PostgreSQL, a statement is prepared on each connection the first time it runs
+    there, then run by name (`DATABASE_PREPARED_STATEMENTS`): PostgreSQL plans it once
+    per connection instead of at every run (a conversation read's two statements: about
+    310 instead of 450 us of its CPU, measured alone)."""
     connection = db if type(db) is sa.engine.Connection else db.connection()
     prepared = _prepared(connection.dialect, statement, params)
     sql, values = prepared.sql, prepared.parameters(params)
@@ -353,7 +355,7 @@ def _request_db(request):
         # A read writes nothing: a connection of the autocommit pool, each statement on its
         # own (no BEGIN, no COMMIT or ROLLBACK round trips), back in the pool when the
         # request ends. A connection, not an ORM session: a session's making, its
-        # transaction object and its closing cost a read ~55 us, ~3 % of the API's CPU.
+        # transaction object and its closing cost a read ~68 us (measured alone).
         connection = request.registry["db.autocommit_engine"].connect()
         request.add_finished_callback(lambda request: connection.close())
         return connection
