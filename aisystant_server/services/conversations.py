@@ -63,9 +63,15 @@ _RENAME = (sa.update(Conversation).where(Conversation.id == sa.bindparam("p_id")
            .values(title=sa.bindparam("p_title"), updated_at=sa.bindparam("p_now")).returning(*CONVERSATION))
 _LIST = (sa.select(*LISTED_CONVERSATION).where(Conversation.user_id == sa.bindparam("p_user_id"))
          .order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(sa.bindparam("p_limit")))
-_LIST_AFTER = _LIST.where(sa.or_(
-    Conversation.updated_at < sa.bindparam("p_updated_at"),
-    sa.and_(Conversation.updated_at == sa.bindparam("p_updated_at"), Conversation.id < sa.bindparam("p_after_id"))))
+# A pair, which the (user_id, updated_at, id) index answers: written as `updated_at < :t OR
+# (updated_at = :t AND id < :i)`, it was a filter, and a page deep in the list read every
+# newer conversation of the user (211 rows for a page of 10 after 200).
+# The bound's types given: in a pair, they are not taken from the columns (SQLite's dates
+# are stored as naive text, which `UTCDateTime` converts).
+_LIST_AFTER = _LIST.where(
+    sa.tuple_(Conversation.updated_at, Conversation.id)
+    < sa.tuple_(sa.bindparam("p_updated_at", type_=Conversation.updated_at.type),
+                sa.bindparam("p_after_id", type_=Conversation.id.type)))
 # A bigint: the first page's bound, MAX_ID + 1, is beyond an integer (a prepared
 # statement's parameter takes the type of the column it is compared with).
 _IN_PAGE, _NEWEST_FIRST = newest_first(sa.cast(sa.bindparam("p_before"), sa.BigInteger))

@@ -57,6 +57,27 @@ def test_a_reply_prompt_in_a_quiet_conversation_reads_its_newest_messages_only(t
     assert rows_read(testapp, ran, "FROM messages") <= messages.PROMPT_MESSAGES
 
 
+def test_a_late_page_of_conversations_reads_that_page_only(backend, testapp, account):
+    # The next page's bound is (updated_at, id) below the cursor's: walked from the user's
+    # newest conversation and filtered, a page deep in the list read every newer one.
+    if backend != "postgresql":
+        pytest.skip("the plans are PostgreSQL's")
+    with testapp.app.registry["db.autocommit_engine"].connect() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO conversations (user_id, title, message_count, created_at, updated_at) SELECT :u, 'c ' || n, 0,"
+            " now(), now() - make_interval(mins => n) FROM generate_series(1, 300) AS n"), {"u": account.id})
+        connection.exec_driver_sql("ANALYZE conversations")
+    cursor = None
+    for _ in range(2):
+        cursor = testapp.get("/api/chat/conversations", {"limit": 100, **({"cursor": cursor} if cursor else {})},
+                             headers=account.headers).json["meta"]["next_cursor"]
+    with statements_run_by(testapp) as ran:
+        third = testapp.get("/api/chat/conversations", {"limit": 10, "cursor": cursor}, headers=account.headers).json
+
+    assert [each["title"] for each in third["data"]] == [f"c {n}" for n in range(201, 211)]
+    assert rows_read(testapp, ran, "FROM conversations", "conversations") <= 11
+
+
 @contextlib.contextmanager
 def statements_run_by(testapp):
     """The (statement, parameters) the app's read engine runs inside the block."""
@@ -72,8 +93,8 @@ def statements_run_by(testapp):
         sa.event.remove(engine, "before_cursor_execute", record)
 
 
-def rows_read(testapp, ran, marker):
-    """Rows of `messages` (under its own name, not an alias) that PostgreSQL read to run the
+def rows_read(testapp, ran, marker, table="messages"):
+    """Rows of `table` (under its own name, not an alias) that PostgreSQL read to run the
     recorded statement containing `marker`: returned or filtered out, over every loop; the
     most of its two plans: the one made for these values, and the generic one that a
     prepared statement may run after its fifth run (`db.records`)."""
@@ -88,14 +109,14 @@ def rows_read(testapp, ran, marker):
         finally:
             connection.exec_driver_sql("DEALLOCATE judged")
             connection.exec_driver_sql("RESET plan_cache_mode")
-    return max(_messages_read(custom), _messages_read(generic))
+    return max(_read(custom, table), _read(generic, table))
 
 
-def _messages_read(plan):
+def _read(plan, table):
     total, nodes = 0, [plan[0]["Plan"]]
     while nodes:
         node = nodes.pop()
         nodes.extend(node.get("Plans", ()))
-        if node.get("Relation Name") == "messages" and node.get("Alias") == "messages":
+        if node.get("Relation Name") == table and node.get("Alias") == table:
             total += (node["Actual Rows"] + node.get("Rows Removed by Filter", 0)) * node["Actual Loops"]
     return total
