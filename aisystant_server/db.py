@@ -177,11 +177,11 @@ def engine_from_settings(settings, **kwargs):
 
 # In a pooled PostgreSQL connection's `info` (which goes with the connection: a new one
 # after a reconnect starts empty): the names of the statements prepared on it.
-PREPARED_HERE = "aisystant.prepared"
+_PREPARED_HERE = "aisystant.prepared"
 
 
 def _prepares_statements(_dbapi_connection, record):
-    record.info[PREPARED_HERE] = set()
+    record.info[_PREPARED_HERE] = set()
 
 
 def autocommit_engine_from_settings(settings):
@@ -217,7 +217,7 @@ def records(db, statement, params):
         # as plain SQL, even when it runs as a prepared statement.
         for listen in events.before_cursor_execute:
             sql, values = listen(connection, cursor, sql, values, None, False)
-        prepared_here = connection.info.get(PREPARED_HERE)
+        prepared_here = connection.info.get(_PREPARED_HERE)
         if prepared_here is None or sql is not prepared.sql:
             cursor.execute(sql, values)
         else:

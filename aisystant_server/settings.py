@@ -19,10 +19,17 @@ class SettingsError(ValueError):
     """A setting has a value the server cannot run with; the message is one line."""
 
 
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def as_bool(value):
     if isinstance(value, bool):
         return value
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
+    word = str(value).strip().lower()
+    if word not in TRUE_WORDS + FALSE_WORDS:
+        # A typo (`ture`) read as false would turn a setting off without a word.
+        raise SettingsError(f"invalid boolean {value!r}: use true or false")
+    return word in TRUE_WORDS
 
 
 def as_list(value):

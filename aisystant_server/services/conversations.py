@@ -63,11 +63,10 @@ _RENAME = (sa.update(Conversation).where(Conversation.id == sa.bindparam("p_id")
            .values(title=sa.bindparam("p_title"), updated_at=sa.bindparam("p_now")).returning(*CONVERSATION))
 _LIST = (sa.select(*LISTED_CONVERSATION).where(Conversation.user_id == sa.bindparam("p_user_id"))
          .order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(sa.bindparam("p_limit")))
-# A pair, which the (user_id, updated_at, id) index answers: written as `updated_at < :t OR
-# (updated_at = :t AND id < :i)`, it was a filter, and a page deep in the list read every
-# newer conversation of the user (211 rows for a page of 10 after 200).
-# The bound's types given: in a pair, they are not taken from the columns (SQLite's dates
-# are stored as naive text, which `UTCDateTime` converts).
+# A pair, which the (user_id, updated_at, id) index answers (as `updated_at < :t OR
+# (updated_at = :t AND id < :i)` it was a filter: a page of 10 after 200 conversations read
+# 211 rows). Its bounds are typed by hand: a pair does not take its columns' types, and
+# `UTCDateTime` must convert the date for SQLite, which stores naive text.
 _LIST_AFTER = _LIST.where(
     sa.tuple_(Conversation.updated_at, Conversation.id)
     < sa.tuple_(sa.bindparam("p_updated_at", type_=Conversation.updated_at.type),

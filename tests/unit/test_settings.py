@@ -41,7 +41,8 @@ def test_durations(value, seconds):
 
 @pytest.mark.parametrize("variable, value", [("PORT", "http"), ("JWT_EXPIRES_IN", "soon"),
                                              ("RATE_LIMIT_WINDOW_MS", "1.5"), ("ACCOUNT_CACHE_SECONDS", "5s"),
-                                             ("DATABASE_POOL_SIZE", "0"), ("DATABASE_POOL_SIZE", "-1")])
+                                             ("DATABASE_POOL_SIZE", "0"), ("DATABASE_POOL_SIZE", "-1"),
+                                             ("DATABASE_PREPARED_STATEMENTS", "ture"), ("TRUST_PROXY", "maybe")])
 def test_bad_values_name_the_variable(variable, value):
     with pytest.raises(SettingsError, match=variable):
         load_settings({}, {variable: value})
@@ -56,3 +57,9 @@ def test_production_refuses_a_default_or_short_secret(secret):
 
 def test_production_accepts_a_strong_secret():
     assert load_settings({"aisystant.env": "production"}, {"JWT_SECRET": STRONG_SECRET})["jwt.secret"] == STRONG_SECRET
+
+
+@pytest.mark.parametrize("value, expected", [("true", True), ("On", True), ("1", True), ("false", False),
+                                             ("OFF", False), ("0", False), ("no", False)])
+def test_booleans(value, expected):
+    assert load_settings({}, {"DATABASE_PREPARED_STATEMENTS": value})["sqlalchemy.prepared_statements"] is expected
