@@ -1,13 +1,35 @@
 """The OpenAPI 3.1 description of the API, served at /api/openapi.json.
 
-Written by hand as data, next to nothing else: the functional tests check that every
-route of the app appears here and that real responses validate against these schemas,
-so this document cannot drift from the code unnoticed.
+Written by hand as data, its limits taken from the validation's schemas: the functional
+tests check that every route of the app appears here, that real responses validate
+against these schemas and that each request field takes what the server takes, so this
+document cannot drift from the code unnoticed.
 """
 
 from aisystant_server import __version__
+from aisystant_server.schemas import BIDI_AND_INVISIBLE
+from aisystant_server.schemas.auth import EMAIL, EMAIL_MAX, PASSWORD_MAX, PASSWORD_MIN, URL_MAX, USERNAME
+from aisystant_server.schemas.conversations import CURSOR_MAX, MAX_ID, TITLE_MAX
 
 NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
+
+# What the validation refuses in a request's text (aisystant_server/schemas), as ECMA-262
+# patterns, so that a client checking a request against this document before sending it
+# neither sends what the server refuses nor refuses what the server takes: a blank value;
+# NUL in any field; control characters and the bidi and invisible format characters in
+# one-line fields. (Surrounding whitespace of one-line fields is stripped before their
+# length is checked: the server takes a little more than maxLength says, never less.)
+_HIDDEN = r"\u0000-\u001f\u007f-\u009f" + "".join(f"\\u{ord(char):04x}" for char in sorted(BIDI_AND_INVISIBLE))
+ONE_LINE = rf"^[^{_HIDDEN}]*[^\s{_HIDDEN}][^{_HIDDEN}]*$"
+MULTI_LINE = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+
+
+def one_line(max_length, **extra):
+    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": ONE_LINE, **extra}
+
+
+def multi_line(**extra):
+    return {"type": "string", "minLength": 1, "pattern": MULTI_LINE, **extra}
 
 
 def ref(name):
@@ -68,12 +90,19 @@ def json_response(description, schema):
 
 
 ERROR = json_response("Error envelope", ref("Error"))
-ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
-MID = {"name": "mid", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+ID_SCHEMA = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+ID = {"name": "id", "in": "path", "required": True, "schema": ID_SCHEMA}
+MID = {"name": "mid", "in": "path", "required": True, "schema": ID_SCHEMA}
 
 
-def body(properties, required):
-    return {"required": True, "content": {"application/json": {"schema": obj(properties, required)}}}
+def query(name, schema, **extra):
+    """An optional query parameter; left empty (`?name=`), it is absent."""
+    return {"name": name, "in": "query", "schema": schema, "allowEmptyValue": True, **extra}
+
+
+def body(properties, required, optional=False):
+    """A JSON object; `optional`: the request may have no body at all."""
+    return {"required": not optional, "content": {"application/json": {"schema": obj(properties, required)}}}
 
 
 def operation(summary, responses, secured=True, **extra):
@@ -104,14 +133,16 @@ def paths():
                     "schema": {"type": "string"}}}}}, secured=False)},
         "/api/auth/register": {"post": operation("Create an account", {
             "201": json_response("Registered", success(ref("Auth")))}, secured=False,
-            requestBody=body({"username": {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{3,50}$"},
-                              "email": {"type": "string", "maxLength": 100},
-                              "password": {"type": "string", "minLength": 8},
-                              "avatar_url": {"type": ["string", "null"], "maxLength": 255}},
+            requestBody=body({"username": {"type": "string", "pattern": f"^{USERNAME}$"},
+                              "email": one_line(EMAIL_MAX, pattern=_email_pattern()),
+                              "password": multi_line(minLength=PASSWORD_MIN, maxLength=PASSWORD_MAX),
+                              "avatar_url": {"anyOf": [
+                                  one_line(URL_MAX, pattern=f"^[hH][tT][tT][pP][sS]?://[^ {_HIDDEN}]*$"),
+                                  {"type": "null"}]}},
                              ["username", "email", "password"]))},
         "/api/auth/login": {"post": operation("Log in; 429 after repeated failures", {
             "200": json_response("Logged in", success(ref("Auth")))}, secured=False,
-            requestBody=body({"email": {"type": "string"}, "password": {"type": "string"}},
+            requestBody=body({"email": one_line(EMAIL_MAX), "password": multi_line(maxLength=PASSWORD_MAX)},
                              ["email", "password"]))},
         "/api/auth/me": {"get": operation("The caller's profile", {
             "200": json_response("Profile", success(ref("Profile")))})},
@@ -123,10 +154,11 @@ def paths():
                     {"type": "array", "items": ref("ConversationSummary")},
                     obj({"next_cursor": {"type": ["string", "null"]}})))},
                 parameters=[
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                    {"name": "cursor", "in": "query", "schema": {"type": "string"}}]),
+                    query("limit", {"type": "integer", "minimum": 1, "maximum": 100}),
+                    query("cursor", one_line(CURSOR_MAX), description="`meta.next_cursor` of the page before")]),
             "post": operation("Create a conversation", {"201": json_response("Created", conversation_data)},
-                              requestBody=body({"title": {"type": "string", "maxLength": 255}}, [])),
+                              requestBody=body({"title": {"anyOf": [one_line(TITLE_MAX), {"type": "null"}]}}, [],
+                                               optional=True)),
         },
         "/api/chat/conversations/{id}": {
             "parameters": [ID],
@@ -135,10 +167,10 @@ def paths():
                     obj({"conversation": ref("Conversation"), "messages": {"type": "array", "items": ref("Message")}}),
                     obj({"next_before": {"type": ["integer", "null"]}})))},
                 parameters=[
-                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                    {"name": "before", "in": "query", "schema": {"type": "integer", "minimum": 1}}]),
+                    query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                    query("before", ID_SCHEMA)]),
             "put": operation("Rename a conversation", {"200": json_response("Renamed", conversation_data)},
-                             requestBody=body({"title": {"type": "string", "maxLength": 255}}, ["title"])),
+                             requestBody=body({"title": one_line(TITLE_MAX)}, ["title"])),
             "delete": operation("Delete a conversation and its messages", {
                 "200": json_response("Deleted", success())}),
         },
@@ -149,10 +181,10 @@ def paths():
                 "(202, reply pending); 202 too when the wait runs long; 502 when the model fails for good; "
                 "503 `llm_not_configured` (the message is kept); 413 over MAX_MESSAGE_CHARS",
                 {"200": json_response("Replied", exchange), "202": json_response("Reply on its way", exchange)},
-                parameters=[{"name": "wait", "in": "query", "schema": {"type": "boolean", "default": True}},
+                parameters=[query("wait", {"type": "boolean", "default": True}),
                             {"name": "Prefer", "in": "header", "schema": {"type": "string"},
                              "description": "respond-async: answer 202 at once"}],
-                requestBody=body({"content": {"type": "string", "minLength": 1}}, ["content"])),
+                requestBody=body({"content": multi_line()}, ["content"])),
         },
         "/api/chat/conversations/{id}/messages/{mid}/stream": {
             "parameters": [ID, MID],
@@ -171,6 +203,11 @@ def paths():
                 "200": json_response("Cancelled", success(ref("Message")))}),
         },
     }
+
+
+def _email_pattern():
+    # The server's EMAIL (Python's `fullmatch`), anchored, with the one-line characters.
+    return "^" + EMAIL.replace(r"[^@\s]", rf"[^@\s{_HIDDEN}]") + "$"
 
 
 def openapi_document():

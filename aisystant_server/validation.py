@@ -1,8 +1,9 @@
 """Turns a request body or query string into validated data, or a 4xx in the envelope.
 
 Every JSON body goes through `validate_json`: content type, UTF-8, JSON syntax, an
-object at the top, no NUL byte or lone surrogate anywhere (PostgreSQL cannot store the
-first, UTF-8 cannot encode the second), then the colander schema.
+object at the top, the colander schema, then no NUL byte or lone surrogate in a field it
+took (PostgreSQL cannot store the first, UTF-8 cannot encode the second). Fields the
+schema does not know are ignored.
 """
 
 import json
@@ -31,18 +32,17 @@ def validate_object(schema, data):
     """A decoded JSON value (a body, a Socket.IO payload) checked against `schema`."""
     if not isinstance(data, dict):
         raise ValidationFailed(Msg("json_object_expected"))
-    try:
-        bad = _first_bad_string(data)
-    except RecursionError:
-        # No field of ours nests; a body nested a thousand deep is not one of ours.
-        raise ValidationFailed(Msg("invalid_json")) from None
+    value = deserialize(schema, data)
+    # In the fields the schema took only: the others are ignored, whatever they hold.
+    bad = _first_bad_string(value)
     if bad is not None:
         raise ValidationFailed(details={bad: Msg("field_bad_characters")})
-    return deserialize(schema, data)
+    return value
 
 
 def validate_query(schema, request):
-    return deserialize(schema, {key: value for key, value in request.GET.items()})
+    # `?cursor=` is the parameter left empty, as a form sends it: absent, not blank.
+    return deserialize(schema, {key: value for key, value in request.GET.items() if value != ""})
 
 
 def deserialize(schema, data):

@@ -13,7 +13,7 @@ from aisystant_server.i18n import Msg
 
 # Control characters, and the format characters that reorder or hide text (bidi
 # overrides and isolates, zero-width joiners): refused in one-line fields.
-_BIDI_AND_INVISIBLE = set("\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+BIDI_AND_INVISIBLE = frozenset("\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
                           "\u2066\u2067\u2068\u2069\ufeff")
 
 
@@ -36,7 +36,7 @@ class Text(colander.SchemaType):
             # Absent means "use the default"; an explicit blank string is a mistake.
             raise colander.Invalid(node, Msg("field_blank"))
         if not self.multiline and any(
-            unicodedata.category(char) == "Cc" or char in _BIDI_AND_INVISIBLE for char in value
+            unicodedata.category(char) == "Cc" or char in BIDI_AND_INVISIBLE for char in value
         ):
             raise colander.Invalid(node, Msg("field_bad_characters"))
         return value

@@ -4,19 +4,21 @@ from aisystant_server.schemas import QueryInt, Text, length
 
 DEFAULT_TITLE = "Nouvelle conversation"
 MAX_ID = 2**31 - 1
+TITLE_MAX = 255
+CURSOR_MAX = 200
 
 
 class CreateConversationSchema(colander.MappingSchema):
-    title = colander.SchemaNode(Text(), validator=length(255), missing=DEFAULT_TITLE)
+    title = colander.SchemaNode(Text(), validator=length(TITLE_MAX), missing=DEFAULT_TITLE)
 
 
 class RenameConversationSchema(colander.MappingSchema):
-    title = colander.SchemaNode(Text(), validator=length(255))
+    title = colander.SchemaNode(Text(), validator=length(TITLE_MAX))
 
 
 class ListConversationsQuery(colander.MappingSchema):
     limit = colander.SchemaNode(QueryInt(1, 100), missing=20)
-    cursor = colander.SchemaNode(Text(), validator=length(200), missing=None)
+    cursor = colander.SchemaNode(Text(), validator=length(CURSOR_MAX), missing=None)
 
 
 class ConversationQuery(colander.MappingSchema):

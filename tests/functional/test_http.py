@@ -47,6 +47,17 @@ def test_absurdly_nested_json_is_a_400_not_a_500(testapp, body):
     assert_error(response, 400, "validation_failed")
 
 
+def test_fields_the_api_does_not_know_are_ignored_whatever_they_hold(testapp, account):
+    # A newer client's extra fields must not fail a request: not even a NUL or a lone
+    # surrogate, which a field the API stores would refuse.
+    extra = {"client": {"note": "nul\x00byte", "lone": "\ud800", "deep": [[["x"]]]}, "nul\x00key": 1}
+    login = {"email": account.email, "password": account.password, **extra}
+    assert testapp.post_json("/api/auth/login", login).json["success"] is True
+    created = testapp.post_json("/api/chat/conversations", {"title": "kept", **extra}, headers=account.headers,
+                                status=201).json["data"]
+    assert created["title"] == "kept"
+
+
 @pytest.mark.parametrize("body", [b"[]", b'"text"', b"42", b"null", b"true"])
 def test_json_that_is_not_an_object_is_a_400(testapp, body):
     response = testapp.post("/api/auth/register", body, content_type="application/json", status=400)

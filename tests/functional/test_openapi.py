@@ -1,3 +1,6 @@
+import itertools
+import re
+
 import jsonschema
 from openapi_spec_validator import validate
 
@@ -97,3 +100,111 @@ def test_the_documented_server_never_comes_from_the_host_header(testapp):
     response = testapp.get("/api/openapi.json", headers={"Host": "evil.example.net"})
     assert response.json["servers"] == [{"url": "/"}]
     assert "evil" not in response.text
+
+
+# Values a client may put in each field of a request, valid and not. A client that checks
+# its request against the document before sending it must never hold back one the server
+# takes, nor send one the server refuses.
+TEXT_PROBES = ["fine", "é ü 中文", "", "   ", "tab\there", "new\nline", "nul\x00byte", "bidi\u202eflip",
+               "zero\u200bwidth", "c1\x85control", "nbsp\u00a0ok", "x" * 50, "x" * 51, "x" * 255, "x" * 256,
+               "x" * 1025, 42, None, ["a list"], {"an": "object"}]
+# One-line text is stripped before it is checked, so the server takes these although the
+# document refuses them (it takes a little more than the document says, never less).
+STRIPPED_PROBES = [" padded ", "\tpadded\n", " " + "x" * 255 + " "]
+EMAIL_PROBES = ["ops@example.com", "ops@example", "ops example@example.com", "o@p@example.com",
+                "ops@exa\u202emple.com", "ops\x07@example.com", f"{'o' * 88}@example.com", f"{'o' * 89}@example.com"]
+URL_PROBES = ["https://example.com/a.png", "HTTP://example.com/a.png", "ftp://example.com/a.png",
+              "https://example.com/a b.png", "https://" + "x" * 247, "https://" + "x" * 248]
+INTEGER_PROBES = ["1", "0", "-1", "100", "101", "500", "501", "2147483647", "2147483648", "1.5", "abc", ""]
+
+
+def body_field(document, path, method, field):
+    return document["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]["properties"][
+        field]
+
+
+def query_parameter(document, path, name):
+    return next(parameter for parameter in document["paths"][path]["get"]["parameters"] if parameter["name"] == name)
+
+
+def documented(schema, value):
+    return jsonschema.Draft202012Validator(schema).is_valid(value)
+
+
+def documented_in_query(parameter, value):
+    if value == "":
+        return parameter.get("allowEmptyValue", False)
+    if parameter["schema"]["type"] == "integer":
+        if not re.fullmatch(r"-?[0-9]+", value):
+            return False
+        value = int(value)
+    return documented(parameter["schema"], value)
+
+
+def refused(response, field):
+    return response.status_int == 400 and field in response.json.get("details", {})
+
+
+def test_the_document_takes_the_requests_the_server_takes(make_app):
+    testapp = make_app(**{"login.max_failures": 10_000})
+    document = testapp.get("/api/openapi.json").json
+    account = register(testapp)
+    headers = account.headers
+    conversation = testapp.post_json("/api/chat/conversations", {}, headers=headers, status=201).json["data"]["id"]
+    unique = itertools.count()
+
+    def new_account(field, value):
+        number = next(unique)
+        body = {"username": f"probe_{number}", "email": f"probe_{number}@example.com", "password": "long enough"}
+        return testapp.post_json("/api/auth/register", {**body, field: value}, expect_errors=True)
+
+    cases = [  # (path, method, field, probes, a request with the field set to a probe)
+        ("/api/auth/register", "post", "username", TEXT_PROBES + STRIPPED_PROBES, new_account),
+        ("/api/auth/register", "post", "email", TEXT_PROBES + STRIPPED_PROBES + EMAIL_PROBES, new_account),
+        ("/api/auth/register", "post", "password", TEXT_PROBES + STRIPPED_PROBES, new_account),
+        ("/api/auth/register", "post", "avatar_url", TEXT_PROBES + STRIPPED_PROBES + URL_PROBES, new_account),
+        ("/api/auth/login", "post", "email", TEXT_PROBES + STRIPPED_PROBES, lambda field, value: testapp.post_json(
+            "/api/auth/login", {"email": account.email, "password": "wrong", field: value}, expect_errors=True)),
+        ("/api/auth/login", "post", "password", TEXT_PROBES + STRIPPED_PROBES, lambda field, value: testapp.post_json(
+            "/api/auth/login", {"email": account.email, field: value}, expect_errors=True)),
+        ("/api/chat/conversations", "post", "title", TEXT_PROBES + STRIPPED_PROBES, lambda field, value: (
+            testapp.post_json("/api/chat/conversations", {field: value}, headers=headers, expect_errors=True))),
+        ("/api/chat/conversations/{id}", "put", "title", TEXT_PROBES + STRIPPED_PROBES, lambda field, value: (
+            testapp.put_json(f"/api/chat/conversations/{conversation}", {field: value}, headers=headers,
+                             expect_errors=True))),
+        ("/api/chat/conversations/{id}/messages", "post", "content", TEXT_PROBES + STRIPPED_PROBES,
+         lambda field, value: testapp.post_json(f"/api/chat/conversations/{conversation}/messages?wait=false",
+                                                {field: value}, headers=headers, expect_errors=True)),
+    ]
+    query_cases = [  # a cursor is opaque: only those refused whatever the cursor was, or empty (absent)
+        ("/api/chat/conversations", "cursor", ["", "   ", "bidi\u202eflip", "c1\x85", "x" * 201]),
+        ("/api/chat/conversations", "limit", INTEGER_PROBES),
+        ("/api/chat/conversations/{id}", "limit", INTEGER_PROBES),
+        ("/api/chat/conversations/{id}", "before", INTEGER_PROBES),
+    ]
+    disagreements, checked = [], 0
+    for path, method, field, probes, send in cases:
+        schema = body_field(document, path, method, field)
+        for value in probes:
+            in_document, taken = documented(schema, value), not refused(send(field, value), field)
+            checked += 1
+            if in_document != taken and not (taken and value in STRIPPED_PROBES):
+                disagreements.append((method, path, field, value, in_document, taken))
+    for path, field, probes in query_cases:
+        parameter = query_parameter(document, path, field)
+        url = path.replace("{id}", str(conversation))
+        for value in probes:
+            response = testapp.get(url, {field: value}, headers=headers, expect_errors=True)
+            in_document, taken = documented_in_query(parameter, value), not refused(response, field)
+            checked += 1
+            if in_document != taken:
+                disagreements.append(("get", path, field, value, in_document, taken))
+    assert checked > 250
+    assert disagreements == []
+
+
+def test_a_conversation_is_created_without_a_body_as_documented(testapp, account):
+    document = testapp.get("/api/openapi.json").json
+    assert document["paths"]["/api/chat/conversations"]["post"]["requestBody"]["required"] is False
+    created = testapp.post("/api/chat/conversations", headers=account.headers, status=201).json["data"]
+    assert created["title"] == "Nouvelle conversation"
