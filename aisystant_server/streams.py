@@ -35,7 +35,11 @@ import redis as redis_lib
 from aisystant_server import events
 
 log = logging.getLogger(__name__)
+# A stream in flight lives this long after its last write.
 KEEP_SECONDS = 3600
+# An ended one, long enough for its readers to read the end (a later one is served from
+# the database, which has the same text): Redis holds replies of minutes, not of an hour.
+ENDED_KEEP_SECONDS = 300
 # A deleted reply's stream stays just long enough for its readers to learn it is gone.
 GONE_KEEP_SECONDS = 60
 FLUSH_SECONDS = 0.1
@@ -128,7 +132,7 @@ class ReplyWriter:
                 pipe.xadd(self.reply.key, entry[1])
             if end is not None:
                 pipe.xadd(self.reply.key, _end_fields(*end))
-            pipe.expire(self.reply.key, KEEP_SECONDS)
+            pipe.expire(self.reply.key, KEEP_SECONDS if end is None else ENDED_KEEP_SECONDS)
             pipe.execute()
         except redis_lib.RedisError as error:
             if end is not None:
@@ -176,7 +180,7 @@ class ReplyWriter:
         return "".join(self.parts) + "".join(self.buffer)
 
 
-def finish(redis, reply, event_type, payload, keep_seconds=KEEP_SECONDS):
+def finish(redis, reply, event_type, payload, keep_seconds=ENDED_KEEP_SECONDS):
     """Append the final `done` (payload: the message) or `error` ({code, message}) event.
 
     Best effort: if Redis is away, readers learn the end from the database.

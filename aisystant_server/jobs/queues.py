@@ -23,6 +23,9 @@ QUEUED_KEY = "aisystant:reply-queued:{}"
 # Longer than a reply normally waits in the queue; if it waits longer, the reaper may
 # enqueue it twice, which is harmless (the lease and the claim let one attempt run).
 QUEUED_SECONDS = 600
+# How long RQ keeps a finished job (its hash and result): for `rq info` and a look by hand;
+# the reply's outcome is in the database and the log. Failed jobs are kept for days.
+RESULT_SECONDS = 300
 _queues = {}
 
 
@@ -38,7 +41,7 @@ def enqueue_reply(redis, settings, reply_id):
     with redis.pipeline() as pipe:
         _queue(redis, REPLIES).enqueue(
             generate_reply, reply_id, job_id=f"reply-{reply_id}-{uuid.uuid4().hex[:8]}",
-            job_timeout=reply_job_timeout(settings), result_ttl=3600, failure_ttl=7 * 86400,
+            job_timeout=reply_job_timeout(settings), result_ttl=RESULT_SECONDS, failure_ttl=7 * 86400,
             description=f"assistant reply {reply_id}", pipeline=pipe,
         )
         # In the enqueue's round trip: a failed enqueue leaves no marker, so the reaper retries it.
@@ -75,7 +78,7 @@ def enqueue_title(redis, reply_id):
     from aisystant_server.jobs.titles import generate_title
 
     _queue(redis, TITLES).enqueue(
-        generate_title, reply_id, job_timeout=120, result_ttl=600, failure_ttl=86400,
+        generate_title, reply_id, job_timeout=120, result_ttl=RESULT_SECONDS, failure_ttl=86400,
         description=f"title after reply {reply_id}",
     )
 

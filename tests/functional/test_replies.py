@@ -251,6 +251,25 @@ def test_a_finished_reply_replays_in_full_and_resumes_after_last_event_id(api):
     assert token_in_query.status_code == 200 and "event: done" in token_in_query.text
 
 
+@pytest.mark.distributed
+def test_an_ended_reply_leaves_redis_within_minutes(api, live_server):
+    # Redis holds what replies in flight need; an ended reply is served from the database.
+    conversation = api.conversation()
+    reply = api.send(conversation, f"Keep it short {marker()}").json()["data"]["assistantMessage"]
+    connection = redis.Redis.from_url(live_server.redis_url)
+    try:
+        [stream] = connection.keys(f"aisystant:reply:{reply['id']}:*")
+        [job] = connection.keys(f"rq:job:reply-{reply['id']}-*")
+        deadline = time.monotonic() + 10
+        while connection.ttl(job) < 0:  # RQ sets it once the job returns, after the reply's end
+            assert time.monotonic() < deadline, "the reply's job never finished"
+            time.sleep(0.05)
+        assert 0 < connection.ttl(stream) <= 300
+        assert 0 < connection.ttl(job) <= 300
+    finally:
+        connection.close()
+
+
 def test_stream_errors_are_json(api):
     conversation = api.conversation()
     data = api.send(conversation, f"Hi {marker()}").json()["data"]
