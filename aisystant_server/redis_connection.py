@@ -6,11 +6,17 @@ fakeredis, an in-process Redis shared by everything in this process: the web ser
 the in-process worker and the event relay.
 """
 
+import threading
+import time
+
 import fakeredis
 import redis
 
 _embedded_server = None
 MAX_CONNECTIONS = 5000
+# Real Redis deletes expired keys by itself, ten times a second; fakeredis only when a
+# command reads the key, or lists or counts the keys.
+EXPIRED_KEYS_SWEEP_SECONDS = 1.0
 
 
 def is_embedded(settings):
@@ -30,7 +36,20 @@ def make_redis(settings):
                                     max_connections=MAX_CONNECTIONS)
     if _embedded_server is None:
         _embedded_server = fakeredis.FakeServer()
+        _sweep_expired_keys(fakeredis.FakeRedis(server=_embedded_server))
     return fakeredis.FakeRedis(server=_embedded_server)
+
+
+def _sweep_expired_keys(client):
+    """Count the keys now and then, which has fakeredis drop those that expired: without it,
+    every reply's stream and job, every rate-limit counter, would stay in the process's
+    memory for good. (A thread: a greenlet once gevent has patched the process.)"""
+    def sweep():
+        while True:
+            time.sleep(EXPIRED_KEYS_SWEEP_SECONDS)
+            client.dbsize()
+
+    threading.Thread(target=sweep, name="aisystant-expired-keys", daemon=True).start()
 
 
 def channel(source, name):
