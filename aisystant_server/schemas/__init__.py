@@ -14,7 +14,7 @@ from aisystant_server.i18n import Msg
 # Control characters, and the format characters that reorder or hide text (bidi
 # overrides and isolates, zero-width joiners): refused in one-line fields.
 BIDI_AND_INVISIBLE = frozenset("\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
-                          "\u2066\u2067\u2068\u2069\ufeff")
+                               "\u2066\u2067\u2068\u2069\ufeff")
 
 
 class Text(colander.SchemaType):
