@@ -17,11 +17,21 @@ NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 # patterns, so that a client checking a request against this document before sending it
 # neither sends what the server refuses nor refuses what the server takes: a blank value;
 # NUL in any field; control characters and the bidi and invisible format characters in
-# one-line fields. (Surrounding whitespace of one-line fields is stripped before their
-# length is checked: the server takes a little more than maxLength says, never less.)
-_HIDDEN = r"\u0000-\u001f\u007f-\u009f" + "".join(f"\\u{ord(char):04x}" for char in sorted(BIDI_AND_INVISIBLE))
-ONE_LINE = rf"^[^{_HIDDEN}]*[^\s{_HIDDEN}][^{_HIDDEN}]*$"
-MULTI_LINE = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
+# one-line fields. Blank is Python's whitespace (what `str.strip` removes), spelled out:
+# ECMA-262's `\s` is another set. A lookahead rather than `[^x]*[^y][^x]*`, which takes a
+# client quadratic time to refuse a long text. (Surrounding whitespace of one-line fields
+# is stripped before their length is checked: the server takes a little more than
+# maxLength says, never less. A lone surrogate, outside I-JSON's strings, is refused.)
+
+
+def _class(chars):
+    return "".join(f"\\u{ord(char):04x}" for char in sorted(chars))
+
+
+_SPACE = _class(char for char in map(chr, range(0x10000)) if char.isspace())
+_HIDDEN = r"\u0000-\u001f\u007f-\u009f" + _class(BIDI_AND_INVISIBLE)
+ONE_LINE = rf"^(?=[\s\S]*[^{_SPACE}{_HIDDEN}])[^{_HIDDEN}]*$"
+MULTI_LINE = rf"^(?=[\s\S]*[^{_SPACE}\u0000])[^\u0000]*$"
 
 
 def one_line(max_length, **extra):
@@ -207,7 +217,8 @@ def paths():
 
 def _email_pattern():
     # The server's EMAIL (Python's `fullmatch`), anchored, with the one-line characters.
-    return "^" + EMAIL.replace(r"[^@\s]", rf"[^@\s{_HIDDEN}]") + "$"
+    assert EMAIL.count(r"[^@\s]") == 3, "EMAIL changed: write its pattern again here"
+    return "^" + EMAIL.replace(r"[^@\s]", rf"[^@{_SPACE}{_HIDDEN}]") + "$"
 
 
 def openapi_document():
@@ -216,7 +227,8 @@ def openapi_document():
     return {
         "openapi": "3.1.0",
         "info": {"title": "AiSystant API", "version": __version__,
-                 "description": "An AI assistant for DevOps and SRE. Every response is a JSON envelope."},
+                 "description": "An AI assistant for DevOps and SRE. Every response is a JSON envelope. "
+                                "Strings are I-JSON's (RFC 7493): a lone surrogate is refused."},
         "servers": [{"url": "/"}],
         "paths": paths(),
         "components": {

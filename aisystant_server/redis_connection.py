@@ -6,12 +6,14 @@ fakeredis, an in-process Redis shared by everything in this process: the web ser
 the in-process worker and the event relay.
 """
 
+import logging
 import threading
 import time
 
 import fakeredis
 import redis
 
+log = logging.getLogger(__name__)
 _embedded_server = None
 MAX_CONNECTIONS = 5000
 # Real Redis deletes expired keys by itself, ten times a second; fakeredis only when a
@@ -47,7 +49,10 @@ def _sweep_expired_keys(client):
     def sweep():
         while True:
             time.sleep(EXPIRED_KEYS_SWEEP_SECONDS)
-            client.dbsize()
+            try:
+                client.dbsize()
+            except Exception:  # noqa: BLE001 - the sweeper must outlive any one failure
+                log.exception("embedded Redis: sweeping expired keys failed")
 
     threading.Thread(target=sweep, name="aisystant-expired-keys", daemon=True).start()
 
