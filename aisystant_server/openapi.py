@@ -32,6 +32,11 @@ _SPACE = _class(char for char in map(chr, range(0x10000)) if char.isspace())
 _HIDDEN = r"\u0000-\u001f\u007f-\u009f" + _class(BIDI_AND_INVISIBLE)
 ONE_LINE = rf"^(?=[\s\S]*[^{_SPACE}{_HIDDEN}])[^{_HIDDEN}]*$"
 MULTI_LINE = rf"^(?=[\s\S]*[^{_SPACE}\u0000])[^\u0000]*$"
+# The server's EMAIL (Python's `fullmatch`), anchored, with the one-line characters.
+assert EMAIL.count(r"[^@\s]") == 3, "EMAIL changed: write its pattern again here"
+EMAIL_PATTERN = "^" + EMAIL.replace(r"[^@\s]", rf"[^@{_SPACE}{_HIDDEN}]") + "$"
+# http(s), in any case, and no space (the server's `_url`).
+URL_PATTERN = rf"^[hH][tT][tT][pP][sS]?://[^ {_HIDDEN}]*$"
 
 
 def one_line(max_length, **extra):
@@ -144,11 +149,9 @@ def paths():
         "/api/auth/register": {"post": operation("Create an account", {
             "201": json_response("Registered", success(ref("Auth")))}, secured=False,
             requestBody=body({"username": {"type": "string", "pattern": f"^{USERNAME}$"},
-                              "email": one_line(EMAIL_MAX, pattern=_email_pattern()),
+                              "email": one_line(EMAIL_MAX, pattern=EMAIL_PATTERN),
                               "password": multi_line(minLength=PASSWORD_MIN, maxLength=PASSWORD_MAX),
-                              "avatar_url": {"anyOf": [
-                                  one_line(URL_MAX, pattern=f"^[hH][tT][tT][pP][sS]?://[^ {_HIDDEN}]*$"),
-                                  {"type": "null"}]}},
+                              "avatar_url": {"anyOf": [one_line(URL_MAX, pattern=URL_PATTERN), {"type": "null"}]}},
                              ["username", "email", "password"]))},
         "/api/auth/login": {"post": operation("Log in; 429 after repeated failures", {
             "200": json_response("Logged in", success(ref("Auth")))}, secured=False,
@@ -213,12 +216,6 @@ def paths():
                 "200": json_response("Cancelled", success(ref("Message")))}),
         },
     }
-
-
-def _email_pattern():
-    # The server's EMAIL (Python's `fullmatch`), anchored, with the one-line characters.
-    assert EMAIL.count(r"[^@\s]") == 3, "EMAIL changed: write its pattern again here"
-    return "^" + EMAIL.replace(r"[^@\s]", rf"[^@{_SPACE}{_HIDDEN}]") + "$"
 
 
 def openapi_document():
