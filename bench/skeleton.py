@@ -16,8 +16,9 @@ design costs before any of it:
   then the reply's Redis stream read (`XREAD BLOCK`) until its end, and the reply sent
   as JSON.
 - worker: RQ's `SimpleWorker` (`skel_rq`) or a bare `BLPOP` loop (`skel_list`, what is
-  left without RQ's bookkeeping), blocking, no gevent: the reply claimed, the
-  newest messages read, the model called with streaming by the official SDK (its
+  left without RQ's bookkeeping; `skel_lean`, the same with each database step in one
+  statement: the store, and the claim with the history), blocking, no gevent: the reply
+  claimed, the newest messages read, the model called with streaming by the official SDK (its
   events parsed as ours parses them), the first text and then the rest at most every
   100 ms appended to the stream with a PUBLISH, the outcome stored, then the last text
   and the end appended.
@@ -26,8 +27,8 @@ Left out, where ours does more: the rate limit and the token's revocation (one R
 round trip), validation, the access log line, the job's lease, the reply's metrics and
 log line, retries, outages, cancelling, Socket.IO's encoding. Each system runs on a
 database and a Redis database of its own; the cells alternate (the model called directly,
-plain and streamed, then the original with `--original`, ours, `skel_rq`, `skel_list`) for
-`--rounds` rounds, and the figures are pooled.
+plain and streamed, then the original with `--original`, ours, `skel_rq`, `skel_list`,
+`skel_lean`) for `--rounds` rounds, and the figures are pooled.
 
 The libraries are imported inside the functions: the API process must monkey-patch
 before anything imports `socket` or `ssl`, and RQ imports this module again in its worker.
@@ -58,6 +59,23 @@ AND content <> '' ORDER BY id DESC LIMIT 401"""
 FINISH_SQL = """UPDATE messages SET status = 'complete', content = %(content)s, metadata = %(meta)s,
 updated_at = now() WHERE id = %(id)s AND attempt = %(attempt)s AND status = 'streaming'
 RETURNING id, conversation_id, role, content, status, created_at"""
+# `skel_lean`: each of the steps above that took several round trips in one statement.
+STORE_SQL = """WITH owner AS (SELECT id FROM conversations WHERE id = %(conversation)s AND user_id = %(user)s),
+question AS (INSERT INTO messages (conversation_id, user_id, role, content, status, metadata, reply_to_id, attempt,
+                                   created_at, updated_at)
+             SELECT id, %(user)s, 'user', %(content)s, 'complete', NULL, NULL, 0, now(), now() FROM owner
+             RETURNING id, created_at),
+reply AS (INSERT INTO messages (conversation_id, user_id, role, content, status, metadata, reply_to_id, attempt,
+                                created_at, updated_at)
+          SELECT %(conversation)s, NULL, 'assistant', '', 'pending', '{"language": "en"}', id, 0, now(), now()
+          FROM question RETURNING id, created_at),
+added AS (UPDATE conversations SET updated_at = now(), last_message_at = now(), message_count = message_count + 2
+          WHERE id IN (SELECT id FROM owner))
+SELECT question.id, question.created_at, reply.id, reply.created_at FROM question, reply"""
+CLAIM_HISTORY_SQL = """WITH claimed AS (""" + CLAIM_SQL + """)
+SELECT claimed.attempt, claimed.conversation_id, recent.role, recent.content FROM claimed
+JOIN LATERAL (SELECT role, content FROM messages WHERE conversation_id = claimed.conversation_id
+              AND id <= claimed.reply_to_id AND content <> '' ORDER BY id DESC LIMIT 401) AS recent ON true"""
 
 
 # The API process ---------------------------------------------------------------------------------
@@ -82,7 +100,9 @@ def serve_api(port, database_url, redis_url, queue_kind, jwt_secret):
 
     connections = gevent.queue.Queue()
     for _ in range(4):
-        connections.put(psycopg2.connect(database_url))
+        connection = psycopg2.connect(database_url)
+        connection.autocommit = queue_kind == "lean"  # one statement, its own transaction
+        connections.put(connection)
     client = redis.Redis.from_url(redis_url)
     queue = Queue(QUEUE, connection=client)
 
@@ -95,6 +115,11 @@ def serve_api(port, database_url, redis_url, queue_kind, jwt_secret):
     def store(user, conversation, content):
         connection = connections.get()
         try:
+            if queue_kind == "lean":
+                with connection.cursor() as cursor:
+                    cursor.execute(STORE_SQL, {"conversation": conversation, "user": user, "content": content})
+                    row = cursor.fetchone()
+                return None if row is None else (row[:2], row[2:])
             with connection, connection.cursor() as cursor:
                 cursor.execute(OWNER_SQL, {"conversation": conversation, "user": user})
                 if cursor.fetchone() is None:
@@ -167,10 +192,15 @@ def reply(reply_id):
 
     database, client, model = _worker["database"], _worker["redis"], _worker["model"]
     with database.cursor() as cursor:
-        cursor.execute(CLAIM_SQL, {"id": reply_id})
-        attempt, conversation, question = cursor.fetchone()
-        cursor.execute(HISTORY_SQL, {"conversation": conversation, "question": question})
-        rows = cursor.fetchall()
+        if _worker["lean"]:
+            cursor.execute(CLAIM_HISTORY_SQL, {"id": reply_id})
+            rows = cursor.fetchall()
+            attempt, rows = rows[0][0], [row[2:] for row in rows]
+        else:
+            cursor.execute(CLAIM_SQL, {"id": reply_id})
+            attempt, conversation, question = cursor.fetchone()
+            cursor.execute(HISTORY_SQL, {"conversation": conversation, "question": question})
+            rows = cursor.fetchall()
     messages = [{"role": role, "content": content} for role, content in reversed(rows)]
     key, index, parts, buffer, last_flush = STREAM_KEY.format(reply_id), 0, [], [], 0.0
 
@@ -221,7 +251,7 @@ def run_worker(database_url, redis_url, queue_kind, simulator_url):
     database = psycopg2.connect(database_url)
     database.autocommit = True  # each statement its own transaction, as ours
     client = redis.Redis.from_url(redis_url)
-    _worker.update(database=database, redis=client,
+    _worker.update(database=database, redis=client, lean=queue_kind == "lean",
                    model=anthropic.Anthropic(api_key="bench-key", base_url=simulator_url, max_retries=0))
     print("skeleton worker ready", flush=True)
     if queue_kind == "rq":
@@ -250,7 +280,7 @@ class Skeleton:
         self.queue_kind, self.log_dir, self.simulator_url = queue_kind, log_dir, simulator_url
         # Its stores are made as ours are (a database migrated by our command, a Redis
         # database claimed), by a Stack that starts no process of its own.
-        self.stores = Stack(log_dir, simulator_url, name=self.name, redis_prefer=15 if queue_kind == "rq" else 13)
+        self.stores = Stack(log_dir, simulator_url, name=self.name, redis_prefer={"rq": 15, "list": 13, "lean": 12}[queue_kind])
         self.children, self.urls = [], []
 
     @property
@@ -307,7 +337,8 @@ class Skeleton:
             child.check_alive()
 
     def describe(self):
-        queue = "RQ's SimpleWorker" if self.queue_kind == "rq" else "a bare BLPOP loop"
+        queue = {"rq": "RQ's SimpleWorker", "list": "a bare BLPOP loop",
+                 "lean": "a bare BLPOP loop, one statement per database step"}[self.queue_kind]
         return f"{self.name}: gevent WSGI API + {queue} (bench/skeleton.py)"
 
     def close(self):
@@ -360,7 +391,7 @@ def main(argv):
         run.systems.append(ours)
         ours.start()
         fixtures[ours.name] = scenarios.seed_system(ours, 1)
-        for kind in ("rq", "list"):
+        for kind in ("rq", "list", "lean"):
             skeleton = Skeleton(kind, log_dir, run.simulator.url)
             run.systems.append(skeleton)
             skeleton.start()
