@@ -104,6 +104,7 @@ CATALOG = {
     "field_email": ("Adresse email invalide.", "Invalid email address."),
     "field_url": ("URL http(s) invalide.", "Invalid http(s) URL."),
     "field_integer_range": ("Doit être un entier entre {min} et {max}.", "Must be an integer between {min} and {max}."),
+    "field_index": ("Doit être un entier positif ou nul.", "Must be an integer, 0 or more."),
     "field_cursor": ("Curseur invalide.", "Invalid cursor."),
     "field_since": (
         "Un objet {{identifiant de réponse : dernier index reçu}} est attendu.",

@@ -48,6 +48,9 @@ def _check_in(column, enum_cls):
 # rows would free their ids for someone else's, while Redis streams, queued jobs and
 # leases still know them by those ids. PostgreSQL's sequences never go back.
 NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+# Ids are PostgreSQL integers: a larger one cannot exist, and asked for, it is a 404 or a
+# validation error rather than a database error.
+MAX_ID = 2**31 - 1
 
 
 class User(Base):

@@ -7,9 +7,10 @@ document cannot drift from the code unnoticed.
 """
 
 from aisystant_server import __version__
+from aisystant_server.models import MAX_ID
 from aisystant_server.schemas import BIDI_AND_INVISIBLE
 from aisystant_server.schemas.auth import EMAIL, EMAIL_MAX, PASSWORD_MAX, PASSWORD_MIN, URL_MAX, USERNAME
-from aisystant_server.schemas.conversations import CURSOR_MAX, MAX_ID, TITLE_MAX
+from aisystant_server.schemas.conversations import CURSOR_MAX, TITLE_MAX
 
 NULLABLE_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 

@@ -8,10 +8,9 @@ someone else's and a missing one are the same KeyError, hence the same 404.
 from pyramid.authorization import DENY_ALL, Allow, Authenticated
 
 from aisystant_server.errors import Unauthorized
+from aisystant_server.models import MAX_ID
 from aisystant_server.permissions import Permission
 from aisystant_server.services import conversations as conversation_service
-
-MAX_ID = 2**31 - 1  # PostgreSQL's integer; a larger id cannot exist
 
 
 def parse_id(key):

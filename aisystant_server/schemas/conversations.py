@@ -1,9 +1,9 @@
 import colander
 
+from aisystant_server.models import MAX_ID
 from aisystant_server.schemas import QueryInt, Text, length
 
 DEFAULT_TITLE = "Nouvelle conversation"
-MAX_ID = 2**31 - 1
 TITLE_MAX = 255
 CURSOR_MAX = 200
 

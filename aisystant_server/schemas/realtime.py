@@ -9,7 +9,7 @@ import colander
 
 from aisystant_server.i18n import Msg
 from aisystant_server.schemas import QueryInt, Text
-from aisystant_server.schemas.conversations import MAX_ID
+from aisystant_server.models import MAX_ID
 
 
 class ConversationId(QueryInt):

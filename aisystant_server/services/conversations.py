@@ -16,10 +16,9 @@ from aisystant_server import streams
 from aisystant_server.db import api_timestamp, record, records, utcnow
 from aisystant_server.errors import ValidationFailed
 from aisystant_server.i18n import Msg
-from aisystant_server.models import Conversation, Message, MessageRole, MessageStatus
+from aisystant_server.models import MAX_ID, Conversation, Message, MessageRole, MessageStatus
 from aisystant_server.schemas.conversations import DEFAULT_TITLE
 
-MAX_ID = 2**31 - 1
 # What the API shows of a conversation and of a message.
 CONVERSATION = (Conversation.id, Conversation.user_id, Conversation.title, Conversation.created_at,
                 Conversation.updated_at)

@@ -276,8 +276,14 @@ def test_stream_errors_are_json(api):
     base = f"/api/chat/conversations/{conversation}/messages"
     assert api.call("GET", f"{base}/{data['userMessage']['id']}/stream").status_code == 404
     assert api.call("GET", f"{base}/999999/stream").status_code == 404
-    bad = api.call("GET", f"{base}/{data['assistantMessage']['id']}/stream", headers={"Last-Event-ID": "x"})
-    assert bad.status_code == 400 and bad.json()["code"] == "validation_failed"
+    stream = f"{base}/{data['assistantMessage']['id']}/stream"
+    for value in ("x", "-1", "1.5", "1e3"):
+        bad = api.call("GET", stream, headers={"Last-Event-ID": value, "Accept-Language": "en"})
+        assert bad.status_code == 400 and bad.json()["code"] == "validation_failed", value
+        assert bad.json()["details"] == {"Last-Event-ID": "Must be an integer, 0 or more."}
+    # What the message says is what is taken: a reader past every event gets the end.
+    beyond = api.call("GET", stream, headers={"Last-Event-ID": str(10**12)})
+    assert beyond.status_code == 200 and "event: done" in beyond.text
     anonymous = requests.get(api.url + f"{base}/{data['assistantMessage']['id']}/stream", timeout=10)
     assert anonymous.status_code == 401 and anonymous.json()["code"] == "unauthorized"
 
