@@ -1,6 +1,4 @@
 import concurrent.futures
-import json
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 
