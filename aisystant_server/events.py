@@ -30,6 +30,7 @@ import weakref
 
 import socketio
 
+from aisystant_server.outages import log_failure
 from aisystant_server.redis_connection import channel, is_embedded
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,8 @@ def emit(emitter, event, data, conversation_id, skip_sid=None):
     """Send `event` to the conversation's room, wherever its clients are connected."""
     try:
         emitter.emit(event, data, room=conversation_room(conversation_id), skip_sid=skip_sid, namespace=NAMESPACE)
-    except Exception:  # noqa: BLE001 - a lost event is not lost data (see the module docstring)
-        log.exception("could not emit %s", event)
+    except Exception as error:  # noqa: BLE001 - a lost event is not lost data (see the module docstring)
+        log_failure(log, error, "could not emit %s", event)
 
 
 def drain(timeout=DRAIN_SECONDS):

@@ -38,3 +38,14 @@ def database_unavailable(error):
 
 def is_outage(error):
     return isinstance(error, redis.RedisError) or database_unavailable(error)
+
+
+def log_failure(log, error, message, *args):
+    """Log a caught failure as an operator needs it. An outage is one line naming what could
+    not be reached: its traceback says nothing more, and under load one for each request
+    and each background tick buries that line (about 430 in a 10-second outage of Redis).
+    Anything else is a bug: its traceback is kept."""
+    if is_outage(error):
+        log.error(f"{message}: %s", *args, error)
+    else:
+        log.error(message, *args, exc_info=error)

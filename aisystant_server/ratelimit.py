@@ -19,6 +19,7 @@ import redis
 from pyramid.tweens import EXCVIEW
 
 from aisystant_server.errors import RateLimited
+from aisystant_server.outages import log_failure
 from aisystant_server.security import REVOCATION_LOOKUP, REVOKED_KEY
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,8 @@ def ratelimit_tween_factory(handler, registry):
         try:
             count, limit, reset, revoked = hit_request_window(request.redis, client_address(request), settings,
                                                               jti and REVOKED_KEY.format(jti))
-        except redis.RedisError:
-            log.exception("rate limit unavailable (Redis); letting the request through")
+        except redis.RedisError as error:
+            log_failure(log, error, "rate limit unavailable; letting the request through")
             return handler(request)
         if jti:
             request.environ[REVOCATION_LOOKUP] = revoked

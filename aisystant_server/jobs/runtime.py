@@ -26,6 +26,7 @@ import redis as redis_lib
 
 from aisystant_server.db import utcnow
 from aisystant_server.jobs.queues import QUEUED_KEY, enqueue_reply, forget_queued
+from aisystant_server.outages import log_failure
 from aisystant_server.redis_connection import channel
 from aisystant_server.services import messages
 
@@ -95,8 +96,8 @@ class Runtime:
                 try:
                     owned = self._refresh_if_owned(keys=[LEASE_KEY.format(reply_id)],
                                                    args=[token, self.lease_seconds])
-                except redis_lib.RedisError:
-                    log.exception("could not refresh the lease of reply %s", reply_id)
+                except redis_lib.RedisError as error:
+                    log_failure(log, error, "could not refresh the lease of reply %s", reply_id)
                     continue
                 if not owned:
                     log.warning("reply %s lost its lease: stopping this attempt", reply_id)
@@ -115,8 +116,8 @@ class Runtime:
                         _, greenlet = self.in_flight.get(int(message["data"]), (None, None))
                         if greenlet is not None:
                             greenlet.kill(ReplyCancelled(), block=False)
-            except redis_lib.RedisError:
-                log.exception("cancel listener lost Redis; reconnecting")
+            except redis_lib.RedisError as error:
+                log_failure(log, error, "cancel listener lost Redis; reconnecting")
                 gevent.sleep(1)
 
     # reaper
@@ -126,8 +127,8 @@ class Runtime:
             gevent.sleep(self.reaper_interval)
             try:
                 self.reap()
-            except Exception:  # the reaper must outlive any one bad pass
-                log.exception("reaper pass failed")
+            except Exception as error:  # the reaper must outlive any one bad pass
+                log_failure(log, error, "reaper pass failed")
 
     def reap(self):
         """Enqueue again the replies whose job was lost; returns their ids."""

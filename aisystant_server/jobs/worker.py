@@ -84,6 +84,7 @@ from rq import worker_registration
 from rq.worker import BaseWorker, DequeueStrategy, WorkerStatus, signal_name
 
 from aisystant_server import metrics
+from aisystant_server.outages import log_failure
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -401,10 +402,10 @@ class ConcurrentWorker(BaseWorker):
             # RQ's perform_job records every outcome of the job itself, including our timeout.
             with metrics.JOBS_IN_FLIGHT.labels(queue.name).track_inprogress():
                 self.perform_job(job, queue, execution)
-        except (Exception, ShutDownImminentException):
+        except (Exception, ShutDownImminentException) as error:
             # Only reached when recording the outcome failed (e.g. Redis went away);
             # maintenance will find the job abandoned.
-            self.log.exception("Worker %s: could not record the outcome of job %s", self.name, job.id)
+            log_failure(self.log, error, "Worker %s: could not record the outcome of job %s", self.name, job.id)
         finally:
             self.executions.pop(execution.id, None)
 
@@ -413,9 +414,9 @@ class ConcurrentWorker(BaseWorker):
             gevent.sleep(self.heartbeat_interval)
             try:
                 self.maintain_all_heartbeats()
-            except Exception:
+            except Exception as error:
                 # A lost heartbeat is retried at the next tick; the loop must survive it.
-                self.log.exception("Worker %s: heartbeat failed", self.name)
+                log_failure(self.log, error, "Worker %s: heartbeat failed", self.name)
 
     def maintain_all_heartbeats(self):
         """RQ's `maintain_heartbeats` for the worker and every job in flight, in one round trip.
@@ -472,8 +473,8 @@ class ConcurrentWorker(BaseWorker):
                             registered = True
                         scheduler.heartbeat()
                         scheduler.enqueue_scheduled_jobs()
-                except Exception:
-                    self.log.exception("Worker %s: scheduler failed, retrying", self.name)
+                except Exception as error:
+                    log_failure(self.log, error, "Worker %s: scheduler failed, retrying", self.name)
                 gevent.sleep(scheduler.interval)
         finally:
             scheduler.stop()

@@ -34,7 +34,7 @@ from aisystant_server.i18n import Msg, negotiate_language
 from aisystant_server.jobs.queues import queue_reply
 from aisystant_server.logs import new_request_id
 from aisystant_server.models import MessageStatus, User
-from aisystant_server.outages import is_outage
+from aisystant_server.outages import is_outage, log_failure
 from aisystant_server.ratelimit import address_of, hit_request_window
 from aisystant_server.schemas.realtime import ConversationEvent, JoinConversation, NewMessage, as_mapping
 from aisystant_server.services import conversations, messages
@@ -179,8 +179,8 @@ class Handlers:
             for reply in in_flight:
                 for kind, index, data in streams.events_of(self.redis.xrange(reply.key), since.get(reply.id, -1)):
                     self._send_to(sid, reply, kind, index, data)
-        except Exception:  # noqa: BLE001 - the client still has the stream endpoint and REST
-            log.exception("could not replay the replies of a joined conversation")
+        except Exception as error:  # noqa: BLE001 - the client still has the stream endpoint and REST
+            log_failure(log, error, "could not replay the replies of a joined conversation")
         for message in ended.values():
             self.sio.emit("message_received", message, to=sid)
 

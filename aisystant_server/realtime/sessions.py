@@ -10,6 +10,7 @@ seconds.
 import logging
 import time
 
+from aisystant_server.outages import log_failure
 from aisystant_server.security import REVOKED_KEY
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,8 @@ class Sessions:
             self.sio.sleep(CHECK_SECONDS)
             try:
                 self.check()
-            except Exception:  # noqa: BLE001 - the check must outlive a Redis outage
-                log.exception("could not check the sockets' tokens")
+            except Exception as error:  # noqa: BLE001 - the check must outlive a Redis outage
+                log_failure(log, error, "could not check the sockets' tokens")
 
     def check(self):
         """Disconnect the sockets whose token was revoked or has expired."""

@@ -11,6 +11,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from aisystant_server import __version__, logs, metrics, migrations
 from aisystant_server.i18n import Msg, translate
 from aisystant_server.openapi import openapi_document
+from aisystant_server.outages import log_failure
 from aisystant_server.ratelimit import client_address
 from aisystant_server.redis_connection import is_embedded
 from aisystant_server.views import api_view
@@ -54,7 +55,7 @@ def _database_state(request):
         with request.registry["db.engine"].connect() as connection:
             state, revision = migrations.revision_state(connection)
     except sa.exc.SQLAlchemyError as error:
-        log.exception("health: database unreachable")
+        log_failure(log, error, "health: database unreachable")
         metrics.store_error(error)
         return "error"
     if state in (migrations.ABSENT, migrations.BEHIND):
@@ -71,7 +72,7 @@ def _redis_state(request):
         request.redis.ping()
         return "ok"
     except redis.RedisError as error:
-        log.exception("health: Redis unreachable")
+        log_failure(log, error, "health: Redis unreachable")
         metrics.store_error(error)
         return "error"
 

@@ -164,3 +164,24 @@ def test_while_postgresql_is_away_sends_are_kept_streams_say_so_and_requests_get
     assert waited_final["status"] == "complete" and waited_final["content"] == expected_answer(waited_question)
     assert during.status_code == 503 and during.json()["code"] == "service_unavailable"
     assert "Retry-After" in during.headers
+
+
+def test_an_outage_is_logged_a_line_at_a_time_without_tracebacks(on_private_redis, private_redis):
+    """What the operator reads during an outage: what could not be reached, one line per
+    failure. A traceback for each refused request and each background step (the first
+    outage under load logged about 430 of them in 10 seconds) buries that line."""
+    stack, api = on_private_redis, Api(on_private_redis.url).register()
+    conversation, question = api.conversation(), slow_question(stack, tokens_per_second=15)
+    reply = api.send(conversation, question, wait=False).json()["data"]["assistantMessage"]
+    wait_until_asked(stack, question)
+
+    private_redis.stop()
+    refused = [api.call("GET", "/api/chat/conversations") for _ in range(3)]
+    time.sleep(3)  # the worker's background steps (leases, cancels, heartbeats) meet the outage
+    private_redis.start()
+
+    assert [response.status_code for response in refused] == [503, 503, 503]
+    assert wait_for_stored(api, conversation, reply["id"])["status"] == "complete"
+    server_log, worker_log = stack.server.output(), stack.workers[0].output()
+    assert "rate limit unavailable" in server_log and "could not refresh the lease" in worker_log
+    assert "Traceback" not in server_log and "Traceback" not in worker_log

@@ -3,8 +3,10 @@ import json
 import logging
 
 import pytest
+import redis
 
 from aisystant_server import logs
+from aisystant_server.outages import log_failure
 from aisystant_server.settings import SettingsError, load_settings
 from tests.processes import ROOT
 
@@ -102,3 +104,21 @@ def test_a_request_id_is_kept_only_when_it_is_sane(presented, kept):
     found = logs.new_request_id(presented)
     assert (found == presented) is kept
     assert logs.SANE_REQUEST_ID.fullmatch(found)
+
+
+@pytest.mark.parametrize("error, traceback_kept", [
+    (redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."), False),
+    (KeyError("conversation_id"), True),
+])
+def test_an_outage_is_logged_in_one_line_and_a_bug_with_its_traceback(caplog, error, traceback_kept):
+    log = logging.getLogger("aisystant_server.tests")
+    try:
+        raise error
+    except Exception as caught:
+        with caplog.at_level(logging.ERROR, logger=log.name):
+            log_failure(log, caught, "reaper pass failed on %s", "worker-1")
+    [record] = caplog.records
+    assert record.getMessage().startswith("reaper pass failed on worker-1")
+    assert (record.exc_info is not None) == traceback_kept
+    if not traceback_kept:
+        assert record.getMessage().endswith(": Error 111 connecting to 127.0.0.1:6379. Connection refused.")
