@@ -3,8 +3,8 @@
 The SDK's own retries are off (`max_retries=0`): the reply job retries with one policy
 for every provider, bounded so it ends well inside the job's timeout. The read timeout
 is the longest silence tolerated from the upstream, before the first token or between
-two; a stalled stream surfaces as httpx's ReadTimeout, unwrapped, which is classified
-here like the SDK's own timeout.
+two; a stalled stream surfaces as httpx's ReadTimeout, unwrapped (the SDK wraps it as
+its own APITimeoutError from 2.17 on), and both are classified here alike.
 """
 
 import anthropic
